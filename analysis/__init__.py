@@ -1,0 +1,1 @@
+"""Traces -> numbers: metrics, utilization, economics, curves, figures and reports."""

@@ -1,0 +1,95 @@
+"""Latency, throughput and utilization, computed from the trace tables alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.rundata import RunData
+
+PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
+
+
+def distribution(values: pd.Series | np.ndarray) -> dict[str, float | None]:
+    """Mean and p50/p90/p99 of finite values (None for all when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return {"mean": None, **{k: None for k in PERCENTILES}}
+    stats = {"mean": float(v.mean())}
+    stats.update({k: float(np.percentile(v, q)) for k, q in PERCENTILES.items()})
+    return stats
+
+
+def latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per-request latencies in seconds: ttft, tpot, e2e (completed) and queue (scheduled)."""
+    done = requests[requests["status"] == "completed"]
+    multi = done[done["output_tokens"] > 1]
+    return {
+        "ttft": done["first_token_s"] - done["arrival_s"],
+        "tpot": (multi["finish_s"] - multi["first_token_s"]) / (multi["output_tokens"] - 1),
+        "e2e": done["finish_s"] - done["arrival_s"],
+        "queue": (requests["first_scheduled_s"] - requests["arrival_s"]).dropna(),
+    }
+
+
+def request_counts(requests: pd.DataFrame) -> dict[str, int]:
+    """arrived, completed, rejected, in_flight and total preemptions."""
+    status = requests["status"].value_counts()
+    return {
+        "arrived": int(len(requests)),
+        "completed": int(status.get("completed", 0)),
+        "rejected": int(status.get("rejected", 0)),
+        "in_flight": int(status.get("in_flight", 0)),
+        "preemptions": int(requests["preemptions"].sum()),
+    }
+
+
+def throughput(data: RunData) -> dict[str, float]:
+    """Completed measured requests and their tokens per second of the measured window."""
+    window = data.simulated_s - data.scenario.sim.warmup_s
+    done = data.measured[data.measured["status"] == "completed"]
+    if window <= 0:
+        return {"requests_per_s": 0.0, "input_tokens_per_s": 0.0, "output_tokens_per_s": 0.0}
+    return {
+        "requests_per_s": len(done) / window,
+        "input_tokens_per_s": float(done["prompt_tokens"].sum()) / window,
+        "output_tokens_per_s": float(done["output_tokens"].sum()) / window,
+    }
+
+
+def busy_fraction_per_replica(data: RunData) -> pd.Series:
+    """Fraction of the simulated time each replica spent running iterations."""
+    steps = data.steps
+    busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
+    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
+    return busy.reindex(index, fill_value=0.0) / data.simulated_s
+
+
+def kv_occupancy_per_replica(data: RunData) -> pd.Series:
+    """Time-weighted mean fraction of each replica's KV-cache blocks in use (idle time = 0)."""
+    steps = data.steps
+    weighted = (
+        (steps["kv_blocks_used"] * (steps["end_s"] - steps["start_s"]))
+        .groupby(steps["replica"])
+        .sum()
+    )
+    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
+    return weighted.reindex(index, fill_value=0.0) / (data.simulated_s * data.kv_capacity_blocks)
+
+
+def utilization(data: RunData) -> dict[str, float]:
+    """Fleet busy fraction and mean KV occupancy (means over replicas of equal size)."""
+    return {
+        "gpu_busy_fraction": float(busy_fraction_per_replica(data).mean()),
+        "kv_occupancy_mean": float(kv_occupancy_per_replica(data).mean()),
+    }
+
+
+def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
+    """Time-average number of requests inside the fleet (arrived, not finished) over [t0, t1]."""
+    served = requests[requests["status"] != "rejected"]
+    start = served["arrival_s"].to_numpy()
+    end = served["finish_s"].fillna(np.inf).to_numpy()
+    overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
+    return float(overlap.sum() / (t1 - t0))

@@ -1,0 +1,71 @@
+"""A run as analysis sees it: the two trace tables plus the resolved scenario and run facts.
+
+Everything in ``analysis`` starts from a :class:`RunData`, loaded from a run directory or taken
+from an in-memory result, so a saved run can be re-analysed without re-simulating.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from sim.errors import UserError
+from sim.scenario import Scenario
+
+RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
+
+
+@dataclass
+class RunData:
+    """Traces and facts of one run. Times in seconds."""
+
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    scenario: Scenario
+    resolved: dict
+    run: dict
+
+    @property
+    def simulated_s(self) -> float:
+        return float(self.run["simulated_s"])
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return int(self.resolved["kv_capacity_blocks"])
+
+    @property
+    def measured(self) -> pd.DataFrame:
+        """Requests that arrived after the warm-up: the ones statistics are taken over."""
+        return self.requests[self.requests["arrival_s"] >= self.scenario.sim.warmup_s]
+
+    @classmethod
+    def from_result(cls, result) -> RunData:
+        """From an in-memory ``sim.engine.RunResult``."""
+        resolved = result.resolved_scenario()
+        return cls(
+            result.requests.to_pandas(),
+            result.steps.to_pandas(),
+            result.scenario,
+            resolved["resolved"],
+            result.run_facts(),
+        )
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read a run directory written by ``python -m sim run`` (or a sweep)."""
+    run_dir = Path(run_dir)
+    missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
+    if missing:
+        raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
+    resolved = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
+    return RunData(
+        pq.read_table(run_dir / "requests.parquet").to_pandas(),
+        pq.read_table(run_dir / "steps.parquet").to_pandas(),
+        Scenario.model_validate(resolved["scenario"]),
+        resolved["resolved"],
+        json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
+    )

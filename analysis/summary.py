@@ -1,0 +1,35 @@
+"""summary.json: every headline number of a run, computed from its traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from analysis.economics import economics
+from analysis.metrics import distribution, latencies, request_counts, throughput, utilization
+from analysis.rundata import RunData, load_run
+
+
+def summarize(data: RunData) -> dict:
+    """The summary of one run (the keys of summary.json; times in seconds, money in USD)."""
+    measured = data.measured
+    return {
+        "scenario": data.scenario.name,
+        "seed": data.run["seed"],
+        "simulated_s": data.simulated_s,
+        "wall_s": data.run["wall_s"],
+        "events": data.run["events"],
+        "requests": request_counts(measured),
+        "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
+        "throughput": throughput(data),
+        "utilization": utilization(data),
+        "economics": economics(data),
+    }
+
+
+def write_summary(run_dir: str | Path, data: RunData | None = None) -> dict:
+    """Compute the summary of a run directory and write it as summary.json."""
+    run_dir = Path(run_dir)
+    summary = summarize(data if data is not None else load_run(run_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary

@@ -1,0 +1,56 @@
+"""One request's mutable state while it is inside a replica."""
+
+from __future__ import annotations
+
+
+class Request:
+    """A request as a replica sees it. Token counts in tokens, times in seconds.
+
+    While a request decodes, `kv_tokens` and `generated` hold their values at `join_clock`, the
+    replica's decode clock when it joined the decoding set: each decode iteration adds one to
+    both, so they are derived rather than updated every iteration (see ``sim.batcher``).
+    """
+
+    __slots__ = (
+        "rid",
+        "class_index",
+        "priority",
+        "arrival_s",
+        "prompt_tokens",
+        "output_tokens",
+        "generated",
+        "kv_tokens",
+        "blocks",
+        "join_clock",
+        "finish_clock",
+        "epoch",
+        "admit_seq",
+    )
+
+    def __init__(
+        self,
+        rid: int,
+        class_index: int,
+        priority: int,
+        arrival_s: float,
+        prompt_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        self.rid = rid
+        self.class_index = class_index
+        self.priority = priority
+        self.arrival_s = arrival_s
+        self.prompt_tokens = prompt_tokens
+        self.output_tokens = output_tokens
+        self.generated = 0
+        self.kv_tokens = 0
+        self.blocks = 0
+        self.join_clock = 0
+        self.finish_clock = 0
+        self.epoch = 0
+        self.admit_seq = 0
+
+    @property
+    def known_tokens(self) -> int:
+        """Prompt plus generated tokens: what a (re)computing prefill must process."""
+        return self.prompt_tokens + self.generated

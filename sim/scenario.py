@@ -1,0 +1,503 @@
+"""Scenario files: the TOML schema, loading, ``--set`` overrides and clear errors.
+
+A scenario is validated once, at the boundary, into frozen pydantic objects; every component is
+handed its own section. Every mistake is reported as a :class:`~sim.errors.UserError` that names
+the file, the dotted field path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
+from sim.errors import UserError
+
+Dtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
+KvDtype = Literal["bf16", "fp16", "fp8"]
+
+
+class Section(BaseModel):
+    """Base of every scenario section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- [sim]
+
+
+class SimConfig(Section):
+    """How long to simulate and with which randomness."""
+
+    seed: int = Field(default=0, ge=0)
+    duration_s: float | None = Field(default=None, gt=0, description="arrival window, seconds")
+    num_requests: int | None = Field(default=None, gt=0, description="cap on arrivals")
+    warmup_s: float = Field(default=0.0, ge=0, description="arrivals before this are not measured")
+    drain: bool = Field(default=True, description="run until every request is done")
+    step_compression: bool = True
+
+
+# ----------------------------------------------------------------------------- [workload]
+
+
+class FixedLength(Section):
+    dist: Literal["fixed"]
+    value: int = Field(gt=0)
+
+
+class UniformLength(Section):
+    dist: Literal["uniform"]
+    low: int = Field(gt=0)
+    high: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniformLength:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        return self
+
+
+class LognormalLength(Section):
+    """Lognormal token count, set by its mean and either its median or its CV."""
+
+    dist: Literal["lognormal"]
+    mean: float = Field(gt=0)
+    median: float | None = Field(default=None, gt=0)
+    cv: float | None = Field(default=None, gt=0)
+    max: int | None = Field(default=None, gt=0, description="draws above are clipped to this")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> LognormalLength:
+        if (self.median is None) == (self.cv is None):
+            raise ValueError("give exactly one of median or cv besides mean")
+        if self.median is not None and self.median > self.mean:
+            raise ValueError(f"median ({self.median}) must not exceed mean ({self.mean})")
+        return self
+
+
+class EmpiricalLength(Section):
+    """Lengths resampled from a trace's prompt or output column (jointly when both name it)."""
+
+    dist: Literal["empirical"]
+    trace: str = Field(description="trace file, or builtin:NAME for a shipped trace")
+
+
+LengthDist = Annotated[
+    Union[FixedLength, UniformLength, LognormalLength, EmpiricalLength],  # noqa: UP007
+    Field(discriminator="dist"),
+]
+
+
+class RequestClass(Section):
+    """One kind of request: its share of arrivals, its lengths and its priority."""
+
+    name: str = Field(min_length=1)
+    share: float = Field(default=1.0, gt=0, description="relative weight among classes")
+    prompt_tokens: LengthDist | None = None
+    output_tokens: LengthDist | None = None
+    priority: int = Field(default=0, description="higher is served first by priority batchers")
+
+
+class WorkloadConfig(Section):
+    """Arrival process and request classes."""
+
+    arrival: Literal["poisson", "gamma", "schedule", "diurnal", "trace"] = "poisson"
+    rate: float | None = Field(default=None, gt=0, description="mean arrivals per second")
+    cv: float | None = Field(default=None, gt=0, description="gamma: CV of inter-arrival times")
+    schedule: list[tuple[float, float]] | None = Field(
+        default=None, description="schedule: [[start_s, rate], ...], rates piecewise constant"
+    )
+    diurnal_amplitude: float | None = Field(default=None, ge=0, lt=1)
+    diurnal_period_s: float | None = Field(default=None, gt=0)
+    trace: str | None = Field(default=None, description="trace file, or builtin:NAME")
+    trace_format: Literal["azure", "mooncake"] | None = None
+    load_scale: float = Field(default=1.0, gt=0, description="trace: 2.0 replays at twice the load")
+    classes: list[RequestClass] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _fields_match_arrival(self) -> WorkloadConfig:
+        needs = {
+            "poisson": {"rate"},
+            "gamma": {"rate", "cv"},
+            "schedule": {"schedule"},
+            "diurnal": {"rate", "diurnal_amplitude", "diurnal_period_s"},
+            "trace": {"trace"},
+        }
+        optional = {"trace": {"trace_format"}}
+        settable = {"rate", "cv", "schedule", "diurnal_amplitude", "diurnal_period_s", "trace"}
+        settable |= {"trace_format"}
+        given = {f for f in settable if getattr(self, f) is not None}
+        missing = needs[self.arrival] - given
+        if missing:
+            raise ValueError(f"arrival = '{self.arrival}' needs {', '.join(sorted(missing))}")
+        extra = given - needs[self.arrival] - optional.get(self.arrival, set())
+        if extra:
+            raise ValueError(
+                f"arrival = '{self.arrival}' does not use {', '.join(sorted(extra))}; remove it"
+            )
+        if self.load_scale != 1.0 and self.arrival != "trace":
+            raise ValueError("load_scale applies to arrival = 'trace' only")
+        if self.schedule is not None:
+            _check_schedule(self.schedule)
+        self._check_classes()
+        return self
+
+    def _check_classes(self) -> None:
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if self.arrival == "trace":
+            for c in self.classes:
+                if c.prompt_tokens is not None or c.output_tokens is not None:
+                    raise ValueError(
+                        f"class '{c.name}': a trace gives the lengths; remove prompt_tokens"
+                        " and output_tokens"
+                    )
+            return
+        if not self.classes:
+            raise ValueError("synthetic arrivals need at least one [[workload.classes]] entry")
+        for c in self.classes:
+            if c.prompt_tokens is None or c.output_tokens is None:
+                raise ValueError(f"class '{c.name}' needs prompt_tokens and output_tokens")
+
+
+def _check_schedule(schedule: list[tuple[float, float]]) -> None:
+    starts = [s for s, _ in schedule]
+    if not schedule or starts[0] != 0.0:
+        raise ValueError("schedule must start at 0.0")
+    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+        raise ValueError("schedule start times must increase")
+    if any(r < 0 for _, r in schedule):
+        raise ValueError("schedule rates must be >= 0")
+
+
+# ----------------------------------------------------------------------------- [model], [fleet]
+
+
+class ModelConfig(Section):
+    """Which model is served, and at which precision."""
+
+    name: str = Field(description="catalogue id (llama-3-8b, ...) or a [models.NAME] entry")
+    weight_dtype: Dtype = "bf16"
+    kv_dtype: KvDtype = "bf16"
+
+
+class FleetConfig(Section):
+    """Identical replicas: each is one model on `tp` GPUs of one type."""
+
+    gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
+    tp: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1)
+    router: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+
+
+# ----------------------------------------------------------------------------- [batcher]
+
+
+class ContinuousBatcherConfig(Section):
+    """vLLM-style continuous batching (iteration-level scheduling, paged KV cache)."""
+
+    kind: Literal["continuous"] = "continuous"
+    max_num_seqs: int = Field(default=256, ge=1, description="running sequences per replica")
+    max_num_batched_tokens: int = Field(default=8192, ge=1, description="tokens per iteration")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+
+
+BatcherConfig = Annotated[
+    Union[ContinuousBatcherConfig],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+# ----------------------------------------------------------------------------- [perf]
+
+
+class RooflineConfig(Section):
+    """Step time = max(FLOPs / achieved FLOP/s, bytes / achieved bytes/s) + overhead.
+
+    Default efficiencies are the ceilings measured on an H200 (shared profile README): a bf16
+    8192^3 matmul reached 797 of 989.4 TFLOP/s (0.80), a 2 GiB copy 2.75 of 4.8 TB/s (0.57).
+    """
+
+    kind: Literal["roofline"] = "roofline"
+    compute_efficiency: float = Field(default=0.80, gt=0, le=1)
+    memory_efficiency: float = Field(default=0.57, gt=0, le=1)
+    overhead_s: float = Field(default=0.0, ge=0, description="fixed time per iteration, seconds")
+
+
+class ServiceTimeConfig(Section):
+    """Each iteration's duration is drawn from a distribution, whatever the batch holds.
+
+    With ``scale_with_batch`` the draw is multiplied by the number of sequences in the batch
+    (processor sharing). Meant for validating the engine against queueing theory.
+    """
+
+    kind: Literal["service_time"]
+    distribution: Literal["exponential", "deterministic", "lognormal", "gamma"]
+    mean_s: float = Field(gt=0)
+    cv: float | None = Field(default=None, gt=0)
+    scale_with_batch: bool = False
+
+    @model_validator(mode="after")
+    def _cv_where_needed(self) -> ServiceTimeConfig:
+        takes_cv = self.distribution in ("lognormal", "gamma")
+        if takes_cv and self.cv is None:
+            raise ValueError(f"distribution '{self.distribution}' needs cv")
+        if not takes_cv and self.cv is not None:
+            raise ValueError(f"distribution '{self.distribution}' does not take cv; remove it")
+        return self
+
+
+PerfConfig = Annotated[
+    Union[RooflineConfig, ServiceTimeConfig],  # noqa: UP007
+    Field(discriminator="kind"),
+]
+
+
+# ----------------------------------------------------------------------------- [economics]
+
+
+class EconomicsConfig(Section):
+    """Prices: what the GPUs cost and what customers pay (USD)."""
+
+    gpu_usd_per_hour: float = Field(ge=0, description="price of one GPU for one hour")
+    input_usd_per_million: float = Field(ge=0, description="price of 1e6 prompt tokens")
+    output_usd_per_million: float = Field(ge=0, description="price of 1e6 output tokens")
+    price_source: str = Field(default="", description="where the prices come from, with date")
+
+
+# ----------------------------------------------------------------------------- the scenario
+
+_DEFAULT_KINDS = {"batcher": "continuous", "perf": "roofline"}
+
+
+class Scenario(Section):
+    """A whole scenario file, validated."""
+
+    name: str = "scenario"
+    sim: SimConfig = Field(default_factory=SimConfig)
+    workload: WorkloadConfig
+    model: ModelConfig
+    fleet: FleetConfig
+    batcher: BatcherConfig = Field(default_factory=ContinuousBatcherConfig)
+    perf: PerfConfig = Field(default_factory=RooflineConfig)
+    economics: EconomicsConfig | None = None
+    accelerators: dict[str, Accelerator] = Field(default_factory=dict)
+    models: dict[str, ModelShape] = Field(default_factory=dict)
+    base_dir: str = Field(default=".", description="folder that relative paths start from")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for section, kind in _DEFAULT_KINDS.items():
+                if isinstance(data.get(section), dict) and "kind" not in data[section]:
+                    data[section] = {"kind": kind, **data[section]}
+        return data
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Scenario:
+        gpus = {**builtin_accelerators(), **self.accelerators}
+        if self.fleet.gpu not in gpus:
+            raise ValueError(
+                f"fleet.gpu: unknown accelerator '{self.fleet.gpu}'; allowed: "
+                f"{', '.join(sorted(gpus))}, or define [accelerators.{self.fleet.gpu}]"
+            )
+        models = {**builtin_models(), **self.models}
+        if self.model.name not in models:
+            raise ValueError(
+                f"model.name: unknown model '{self.model.name}'; allowed: "
+                f'{", ".join(sorted(models))}, or define [models."{self.model.name}"]'
+            )
+        if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
+            raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
+        if not self.sim.drain and self.sim.duration_s is None:
+            raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
+        return self
+
+    def accelerator(self) -> Accelerator:
+        """The accelerator of the fleet's replicas."""
+        return {**builtin_accelerators(), **self.accelerators}[self.fleet.gpu]
+
+    def model_shape(self) -> ModelShape:
+        """The shape of the served model."""
+        return {**builtin_models(), **self.models}[self.model.name]
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from the scenario, relative to the scenario file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, override (``section.field=value``) and validate a scenario file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    data["base_dir"] = str(path.parent.resolve())
+    return scenario_from_dict(data, source=str(path), overrides=overrides)
+
+
+def scenario_from_dict(
+    data: dict[str, Any], source: str = "<scenario>", overrides: list[str] | tuple[str, ...] = ()
+) -> Scenario:
+    """Validate a scenario given as nested dicts, after applying ``--set`` overrides."""
+    data = _deep_copy(data)
+    set_paths = [apply_override(data, item, source) for item in overrides]
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(_format_errors(exc, data, source, set_paths)) from None
+
+
+def apply_override(data: dict[str, Any], item: str, source: str = "<scenario>") -> str:
+    """Apply one ``a.b.c=value`` override in place (value parsed as TOML); returns the path."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {item!r}: expected section.field=value")
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]), item)
+    last = parts[-1]
+    value = _parse_value(raw.strip())
+    if isinstance(node, list):
+        node[_index(node, last, item)] = value
+    else:
+        node[last] = value
+    return key.strip()
+
+
+def _child(node: Any, part: str, where: str, item: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, item)]
+    if not isinstance(node, dict):
+        raise UserError(f"--set {item!r}: '{where}' is not a table")
+    return node.setdefault(part, {})
+
+
+def _index(node: list, part: str, item: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise UserError(f"--set {item!r}: '{part}' is not an index below {len(node)}")
+    return int(part)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- error messages
+
+
+def _format_errors(exc: ValidationError, data: dict, source: str, set_paths: list[str]) -> str:
+    lines = [f"{source}: invalid scenario"]
+    for err in exc.errors():
+        path, value, found = _data_path(err["loc"], data)
+        dotted = ".".join(str(p) for p in path)
+        origin = " (from --set)" if dotted in set_paths else ""
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(path[:-1], data)
+            lines.append(f"  {dotted}{origin}: unknown field; allowed here: {allowed}")
+        elif err["type"] == "union_tag_invalid":
+            ctx = err["ctx"]
+            field = f"{dotted}.{ctx['discriminator'].strip(chr(39))}"
+            lines.append(f"  {field} = {ctx['tag']!r}: allowed: {ctx['expected_tags']}")
+        elif err["type"] == "missing":
+            lines.append(f"  {dotted}: required field is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            shown = f" = {value!r}" if found and not isinstance(value, dict) else ""
+            lines.append(f"  {dotted}{shown}{origin}: {msg}" if dotted else f"  {msg}")
+    return "\n".join(lines)
+
+
+def _data_path(loc: tuple, data: Any) -> tuple[list, Any, bool]:
+    """Follow a pydantic error location through the input, dropping union tags."""
+    path: list = []
+    node, found = data, True
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) and part in _union_tags():
+            continue
+        else:
+            path.append(part)
+            found = False
+    return path, node, found
+
+
+def _allowed_keys(path: list, data: Any) -> str:
+    """The field names allowed in the table at `path` of a scenario."""
+    model: Any = Scenario
+    node = data
+    for part in path:
+        node = node[part]
+        if isinstance(part, int):
+            continue
+        if model is None or part not in getattr(model, "model_fields", {}):
+            return "(see docs)"
+        members = _models_in(model.model_fields[part].annotation)
+        tag = node.get("kind", node.get("dist")) if isinstance(node, dict) else None
+        tagged = [m for m in members if tag is not None and _tag_of(m) == tag]
+        model = (tagged or members or [None])[0]
+    if model is None:
+        return "(see docs)"
+    return ", ".join(model.model_fields)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models inside an annotation (list[X], X | None, Annotated[Union[...]])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if typing.get_origin(annotation) in (list, dict, Union, types.UnionType, Annotated):
+        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+    return []
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    """The literal value of a union member's ``kind`` or ``dist`` field."""
+    for name in ("kind", "dist"):
+        field = model.model_fields.get(name)
+        if field is not None and typing.get_origin(field.annotation) is Literal:
+            return typing.get_args(field.annotation)[0]
+    return None
+
+
+@cache
+def _union_tags() -> frozenset[str]:
+    """Every ``kind``/``dist`` value; pydantic puts them in error locations."""
+    models = [m for f in Scenario.model_fields.values() for m in _models_in(f.annotation)]
+    models += _models_in(WorkloadConfig.model_fields["classes"].annotation)
+    models += _models_in(RequestClass.model_fields["prompt_tokens"].annotation)
+    return frozenset(t for m in models if (t := _tag_of(m)) is not None)

@@ -1,0 +1,226 @@
+"""Workload generation: arrival times, request classes and token lengths, as numpy arrays.
+
+Everything is drawn up front from the scenario's seeded generators, so the event loop only walks
+arrays. Arrival processes: Poisson, Gamma renewal (bursty, set by CV), piecewise-constant rate
+schedule, diurnal sinusoid, and trace replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import UserError
+from sim.scenario import (
+    EmpiricalLength,
+    FixedLength,
+    LengthDist,
+    LognormalLength,
+    Scenario,
+    UniformLength,
+    WorkloadConfig,
+)
+from sim.traces import Trace, read_trace, resolve_trace
+
+
+@dataclass(frozen=True)
+class Workload:
+    """All requests of a run, sorted by arrival; index i is request id i."""
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    class_index: np.ndarray
+    class_names: tuple[str, ...]
+    class_priorities: tuple[int, ...]
+    prefix_hashes: tuple[tuple[int, ...], ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def generate_workload(scenario: Scenario, rngs: dict[str, np.random.Generator]) -> Workload:
+    """Draw every request of the scenario (streams 'arrivals', 'classes', 'lengths')."""
+    wl, sim = scenario.workload, scenario.sim
+    base = Path(scenario.base_dir)
+    if wl.arrival == "trace":
+        trace = read_trace(resolve_trace(wl.trace or "", base), wl.trace_format)
+        return _from_trace(trace, wl, sim.duration_s, sim.num_requests, rngs["classes"])
+    times = arrival_times(wl, sim.duration_s, sim.num_requests, rngs["arrivals"])
+    classes = _assign_classes(wl, len(times), rngs["classes"])
+    prompts = np.zeros(len(times), dtype=np.int64)
+    outputs = np.zeros(len(times), dtype=np.int64)
+    for k, cls in enumerate(wl.classes):
+        idx = np.flatnonzero(classes == k)
+        p, o = _draw_lengths(cls.prompt_tokens, cls.output_tokens, len(idx), rngs["lengths"], base)
+        prompts[idx], outputs[idx] = p, o
+    return Workload(
+        times,
+        prompts,
+        outputs,
+        classes,
+        tuple(c.name for c in wl.classes),
+        tuple(c.priority for c in wl.classes),
+    )
+
+
+# ----------------------------------------------------------------------------- arrivals
+
+
+def arrival_times(
+    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Arrival times in seconds, increasing, inside [0, duration_s) and at most `cap` of them."""
+    if wl.arrival == "poisson":
+        return _renewal(lambda n: rng.exponential(1.0 / wl.rate, n), wl.rate, duration_s, cap)
+    if wl.arrival == "gamma":
+        shape = 1.0 / wl.cv**2
+        scale = 1.0 / (wl.rate * shape)
+        return _renewal(lambda n: rng.gamma(shape, scale, n), wl.rate, duration_s, cap)
+    if wl.arrival == "schedule":
+        return _schedule(wl.schedule or [], duration_s, cap, rng)
+    return _diurnal(wl, duration_s, cap, rng)
+
+
+def _renewal(draw, rate: float, duration_s: float | None, cap: int | None) -> np.ndarray:
+    """Cumulative sums of i.i.d. gaps, drawn in blocks until the window or the cap is filled."""
+    want = cap if cap is not None else int(rate * duration_s * 1.05) + 100
+    times = np.cumsum(draw(want))
+    while duration_s is not None and times[-1] < duration_s and (cap is None or len(times) < cap):
+        more = times[-1] + np.cumsum(draw(max(1000, len(times) // 2)))
+        times = np.concatenate([times, more])
+    return _clip(times, duration_s, cap)
+
+
+def _schedule(
+    schedule: list[tuple[float, float]],
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Poisson arrivals with a piecewise-constant rate (exact: memoryless within each piece)."""
+    ends = [s for s, _ in schedule[1:]] + [np.inf]
+    pieces = []
+    count = 0
+    for (start, rate), end in zip(schedule, ends, strict=True):
+        stop = min(end, duration_s if duration_s is not None else np.inf)
+        if start >= stop:
+            break
+        if rate > 0:
+            if np.isinf(stop):
+                need = cap - count if cap is not None else 0
+                t = start + np.cumsum(rng.exponential(1.0 / rate, need))
+            else:
+                n = rng.poisson(rate * (stop - start))
+                t = np.sort(rng.uniform(start, stop, n))
+            pieces.append(t)
+            count += len(t)
+        if cap is not None and count >= cap:
+            break
+    if not pieces or (duration_s is None and cap is None):
+        raise UserError("workload.schedule yields no arrivals; check its rates and sim.duration_s")
+    return _clip(np.concatenate(pieces), duration_s, cap)
+
+
+def _diurnal(
+    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Rate r(t) = rate * (1 + A sin(2 pi t / P)), by thinning a Poisson process at the peak."""
+    peak = wl.rate * (1.0 + wl.diurnal_amplitude)
+    candidates = _renewal(lambda n: rng.exponential(1.0 / peak, n), peak, duration_s, None)
+    keep_p = 1.0 + wl.diurnal_amplitude * np.sin(2 * np.pi * candidates / wl.diurnal_period_s)
+    keep = rng.uniform(0.0, 1.0 + wl.diurnal_amplitude, len(candidates)) < keep_p
+    return _clip(candidates[keep], duration_s, cap)
+
+
+def _clip(times: np.ndarray, duration_s: float | None, cap: int | None) -> np.ndarray:
+    if duration_s is not None:
+        times = times[times < duration_s]
+    if cap is not None:
+        times = times[:cap]
+    return np.ascontiguousarray(times, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- classes, lengths
+
+
+def _assign_classes(wl: WorkloadConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    shares = np.array([c.share for c in wl.classes], dtype=np.float64)
+    if len(shares) == 1:
+        return np.zeros(n, dtype=np.int16)
+    return rng.choice(len(shares), size=n, p=shares / shares.sum()).astype(np.int16)
+
+
+def _draw_lengths(
+    prompt: LengthDist, output: LengthDist, n: int, rng: np.random.Generator, base: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prompt and output lengths; two empirical draws from one trace share their rows."""
+    both_empirical = isinstance(prompt, EmpiricalLength) and isinstance(output, EmpiricalLength)
+    if both_empirical and prompt.trace == output.trace:
+        trace = read_trace(resolve_trace(prompt.trace, base))
+        rows = rng.integers(0, len(trace.arrival_s), n)
+        return trace.prompt_tokens[rows], trace.output_tokens[rows]
+    return _draw(prompt, n, rng, base, "prompt"), _draw(output, n, rng, base, "output")
+
+
+def _draw(
+    dist: LengthDist, n: int, rng: np.random.Generator, base: Path, column: str
+) -> np.ndarray:
+    """Token counts (>= 1) from one length distribution."""
+    if isinstance(dist, FixedLength):
+        return np.full(n, dist.value, dtype=np.int64)
+    if isinstance(dist, UniformLength):
+        return rng.integers(dist.low, dist.high + 1, n).astype(np.int64)
+    if isinstance(dist, LognormalLength):
+        if dist.median is not None:
+            mu, sigma = np.log(dist.median), np.sqrt(2.0 * np.log(dist.mean / dist.median))
+        else:
+            sigma = np.sqrt(np.log1p(dist.cv**2))
+            mu = np.log(dist.mean) - sigma**2 / 2.0
+        values = np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
+        return np.minimum(values, dist.max) if dist.max is not None else values
+    trace = read_trace(resolve_trace(dist.trace, base))
+    source = trace.prompt_tokens if column == "prompt" else trace.output_tokens
+    return source[rng.integers(0, len(source), n)]
+
+
+def length_bounds(dist: LengthDist, base: Path, column: str) -> tuple[int, int | None]:
+    """Smallest and largest possible draw (None = unbounded); `column` is prompt or output."""
+    if isinstance(dist, FixedLength):
+        return dist.value, dist.value
+    if isinstance(dist, UniformLength):
+        return dist.low, dist.high
+    if isinstance(dist, LognormalLength):
+        return 1, dist.max
+    trace = read_trace(resolve_trace(dist.trace, base))
+    source = trace.prompt_tokens if column == "prompt" else trace.output_tokens
+    return int(source.min()), int(source.max())
+
+
+# ----------------------------------------------------------------------------- traces
+
+
+def _from_trace(
+    trace: Trace,
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+) -> Workload:
+    times = trace.arrival_s / wl.load_scale
+    n = len(_clip(times, duration_s, cap))
+    names = tuple(c.name for c in wl.classes) or ("trace",)
+    priorities = tuple(c.priority for c in wl.classes) or (0,)
+    classes = _assign_classes(wl, n, rng) if wl.classes else np.zeros(n, dtype=np.int16)
+    hashes = trace.prefix_hashes[:n] if trace.prefix_hashes is not None else None
+    return Workload(
+        np.ascontiguousarray(times[:n]),
+        trace.prompt_tokens[:n].copy(),
+        trace.output_tokens[:n].copy(),
+        classes,
+        names,
+        priorities,
+        hashes,
+    )

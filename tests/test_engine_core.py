@@ -1,0 +1,167 @@
+"""End-to-end behaviour of the engine: determinism, conservation, Little's law, directions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.metrics import latencies, number_in_system, request_counts
+from analysis.rundata import RunData, load_run
+from analysis.summary import summarize
+from sim.cli import main
+from sim.engine import run
+from sim.scenario import load_scenario
+from tests.conftest import SCENARIOS, scenario, simulate
+
+
+def test_same_seed_gives_identical_trace_files(tmp_path):
+    for name in ("a", "b"):
+        run(scenario(), seed=11).save(tmp_path / name)
+    for table in ("requests.parquet", "steps.parquet"):
+        a = pq.read_table(tmp_path / "a" / table)
+        b = pq.read_table(tmp_path / "b" / table)
+        assert a.equals(b)
+
+
+def test_different_seeds_give_different_traces():
+    a = run(scenario(), seed=1).requests.to_pandas()
+    b = run(scenario(), seed=2).requests.to_pandas()
+    assert len(a) != len(b) or not np.allclose(a["arrival_s"], b["arrival_s"])
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_every_shipped_scenario_conserves_requests(path):
+    s = load_scenario(path, ["sim.num_requests=800"])
+    data = RunData.from_result(run(s))
+    counts = request_counts(data.requests)
+    assert counts["arrived"] == 800
+    assert counts["arrived"] == counts["completed"] + counts["rejected"] + counts["in_flight"]
+    assert counts["completed"] > 0
+
+
+def test_undrained_run_leaves_requests_in_flight_and_still_conserves():
+    data = simulate("sim.drain=false", "workload.rate=40")
+    counts = request_counts(data.requests)
+    assert counts["in_flight"] > 0
+    assert counts["arrived"] == counts["completed"] + counts["rejected"] + counts["in_flight"]
+    unfinished = data.requests[data.requests["status"] == "in_flight"]
+    assert unfinished["finish_s"].isna().all()
+
+
+def test_littles_law_holds_on_the_traces():
+    data = simulate("sim.duration_s=400", "workload.rate=12")
+    t0, t1 = 50.0, 350.0
+    req = data.requests
+    inside = req[(req["arrival_s"] >= t0) & (req["arrival_s"] < t1)]
+    arrival_rate = len(inside) / (t1 - t0)
+    mean_sojourn = (inside["finish_s"] - inside["arrival_s"]).mean()
+    mean_in_system = number_in_system(req, t0, t1)
+    assert mean_in_system == pytest.approx(arrival_rate * mean_sojourn, rel=0.05)
+
+
+def _mean_e2e(data: RunData) -> float:
+    return float(latencies(data.measured)["e2e"].mean())
+
+
+def test_more_load_raises_latency():
+    low = simulate("workload.rate=4", "fleet.replicas=1")
+    high = simulate("workload.rate=16", "fleet.replicas=1")
+    assert _mean_e2e(high) > _mean_e2e(low)
+
+
+def test_more_replicas_lower_latency():
+    few = simulate("workload.rate=16", "fleet.replicas=1")
+    many = simulate("workload.rate=16", "fleet.replicas=3")
+    assert _mean_e2e(many) < _mean_e2e(few)
+
+
+def test_bigger_kv_cache_means_fewer_preemptions():
+    # 0.22 x 80 GB leaves about 1.6 GB beside the 16 GB of weights: 734 blocks of 16 tokens
+    squeeze = ("fleet.replicas=1", "workload.rate=12", "batcher.gpu_memory_utilization=0.22")
+    roomy = ("fleet.replicas=1", "workload.rate=12", "batcher.gpu_memory_utilization=0.24")
+    tight = simulate(*squeeze)
+    loose = simulate(*roomy)
+    assert tight.requests["preemptions"].sum() > loose.requests["preemptions"].sum()
+
+
+def test_preempted_requests_still_complete_with_all_their_tokens():
+    data = simulate("fleet.replicas=1", "workload.rate=12", "batcher.gpu_memory_utilization=0.21")
+    req = data.requests
+    assert req["preemptions"].sum() > 0
+    assert (req["status"] == "completed").all()
+    done = req[req["status"] == "completed"]
+    assert (done["first_token_s"] <= done["finish_s"]).all()
+
+
+def test_timestamps_are_ordered_for_every_request(tiny_run):
+    done = tiny_run.requests[tiny_run.requests["status"] == "completed"]
+    assert (done["arrival_s"] <= done["first_scheduled_s"]).all()
+    assert (done["first_scheduled_s"] < done["first_token_s"]).all()
+    assert (done["first_token_s"] <= done["finish_s"]).all()
+
+
+def test_steps_never_overlap_on_a_replica(tiny_run):
+    for _, steps in tiny_run.steps.groupby("replica"):
+        steps = steps.sort_values("start_s")
+        assert (steps["start_s"].to_numpy()[1:] >= steps["end_s"].to_numpy()[:-1] - 1e-12).all()
+
+
+def test_summary_numbers_are_consistent(tiny_run):
+    s = summarize(tiny_run)
+    assert set(s) >= {
+        "scenario",
+        "seed",
+        "simulated_s",
+        "wall_s",
+        "events",
+        "requests",
+        "latency_s",
+        "throughput",
+        "utilization",
+        "economics",
+    }
+    for name in ("ttft", "tpot", "e2e", "queue"):
+        block = s["latency_s"][name]
+        assert block["p50"] <= block["p90"] <= block["p99"]
+    eco = s["economics"]
+    assert eco["gpu_hours"] == pytest.approx(2 * tiny_run.simulated_s / 3600)
+    assert eco["cost_usd"] == pytest.approx(eco["gpu_hours"] * 4.0)
+    assert eco["margin"] == pytest.approx(
+        (eco["revenue_usd"] - eco["cost_usd"]) / eco["revenue_usd"]
+    )
+    assert 0 < s["utilization"]["gpu_busy_fraction"] <= 1
+    assert 0 < s["utilization"]["kv_occupancy_mean"] <= 1
+
+
+def test_cli_run_writes_traces_and_a_summary_that_reanalyses_identically(tmp_path, capsys):
+    out = tmp_path / "run"
+    path = str(SCENARIOS[0])
+    assert main(["run", path, "--out", str(out), "--set", "sim.num_requests=300"]) == 0
+    assert "traces and summary in" in capsys.readouterr().out
+    for f in ("requests.parquet", "steps.parquet", "scenario.json", "summary.json"):
+        assert (out / f).exists()
+    saved = json.loads((out / "summary.json").read_text())
+    again = summarize(load_run(out))
+    assert saved["latency_s"] == again["latency_s"]
+    assert saved["economics"] == again["economics"]
+
+
+def test_replay_load_scale_doubles_the_arrival_rate():
+    base = {"sim.num_requests=2000"}
+    one = RunData.from_result(
+        run(load_scenario(SCENARIOS[0].parent / "azure_conv_replay.toml", sorted(base)))
+    )
+    two = RunData.from_result(
+        run(
+            load_scenario(
+                SCENARIOS[0].parent / "azure_conv_replay.toml",
+                [*sorted(base), "workload.load_scale=2.0"],
+            )
+        )
+    )
+    span_one = one.requests["arrival_s"].max()
+    span_two = two.requests["arrival_s"].max()
+    assert span_two == pytest.approx(span_one / 2)
