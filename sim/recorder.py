@@ -39,6 +39,7 @@ class Recorder:
             "iterations": array("q"),
             "prefill_tokens": array("q"),
             "decode_seqs": array("q"),
+            "decode_context": array("q"),
             "kv_blocks_used": array("q"),
         }
 
@@ -60,9 +61,14 @@ class Recorder:
         iterations: int,
         prefill_tokens: int,
         decode_seqs: int,
+        decode_context: int,
         kv_blocks_used: int,
     ) -> None:
-        """One executed interval: `iterations` identical iterations from start_s to end_s."""
+        """One executed interval: `iterations` identical iterations from start_s to end_s.
+
+        decode_context: positions attended by the decoding sequences in the interval's first
+        iteration (each later iteration of the interval attends `decode_seqs` more).
+        """
         s = self._steps
         s["replica"].append(replica)
         s["start_s"].append(start_s)
@@ -70,6 +76,7 @@ class Recorder:
         s["iterations"].append(iterations)
         s["prefill_tokens"].append(prefill_tokens)
         s["decode_seqs"].append(decode_seqs)
+        s["decode_context"].append(decode_context)
         s["kv_blocks_used"].append(kv_blocks_used)
 
     # --------------------------------------------------------------- tables

@@ -102,6 +102,8 @@ class RequestClass(Section):
     prompt_tokens: LengthDist | None = None
     output_tokens: LengthDist | None = None
     priority: int = Field(default=0, description="higher is served first by priority batchers")
+    slo_ttft_s: float | None = Field(default=None, gt=0, description="time-to-first-token SLO")
+    slo_tpot_s: float | None = Field(default=None, gt=0, description="time-per-output-token SLO")
 
 
 class WorkloadConfig(Section):
