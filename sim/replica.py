@@ -81,6 +81,7 @@ class Replica:
                 iterations,
                 work.prefill_tokens,
                 work.decode_seqs,
+                work.decode_context,
                 blocks,
             )
 
