@@ -93,3 +93,36 @@ def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
     end = served["finish_s"].fillna(np.inf).to_numpy()
     overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
     return float(overlap.sum() / (t1 - t0))
+
+
+def batching(data: RunData) -> dict[str, float | int | None]:
+    """Iteration-weighted batch size and tokens per iteration, preemptions, prefix hits.
+
+    mean_batch_size: sequences per iteration (decoding plus those with a prompt chunk);
+    mean_tokens_per_iteration: decode tokens plus prompt tokens per iteration;
+    prefix_cache_hit_rate: prompt tokens served from the prefix cache at admission over all
+    prompt tokens of the measured admitted requests (None when prefix caching is off).
+    """
+    steps = data.steps
+    iterations = steps["iterations"].sum()
+    measured = data.measured
+    admitted = measured[measured["first_scheduled_s"].notna()]
+    caching = getattr(data.scenario.batcher, "prefix_caching", False)
+    prompt_tokens = admitted["prompt_tokens"].sum()
+    return {
+        "mean_batch_size": float(
+            (steps["iterations"] * steps["decode_seqs"] + steps["prefill_seqs"]).sum() / iterations
+        )
+        if iterations
+        else 0.0,
+        "mean_tokens_per_iteration": float(
+            (steps["iterations"] * steps["decode_seqs"] + steps["prefill_tokens"]).sum()
+            / iterations
+        )
+        if iterations
+        else 0.0,
+        "preemptions": int(measured["preemptions"].sum()),
+        "prefix_cache_hit_rate": float(admitted["cached_tokens"].sum() / prompt_tokens)
+        if caching and prompt_tokens
+        else None,
+    }

@@ -104,6 +104,12 @@ class RequestClass(Section):
     priority: int = Field(default=0, description="higher is served first by priority batchers")
     slo_ttft_s: float | None = Field(default=None, gt=0, description="time-to-first-token SLO")
     slo_tpot_s: float | None = Field(default=None, gt=0, description="time-per-output-token SLO")
+    shared_prefix_tokens: int = Field(
+        default=0, ge=0, description="leading prompt tokens shared by the class (system prompt)"
+    )
+    shared_prefix_fraction: float = Field(
+        default=1.0, ge=0, le=1, description="share of the class's requests that carry it"
+    )
 
 
 class WorkloadConfig(Section):
@@ -202,18 +208,72 @@ class FleetConfig(Section):
 # ----------------------------------------------------------------------------- [batcher]
 
 
-class ContinuousBatcherConfig(Section):
-    """vLLM-style continuous batching (iteration-level scheduling, paged KV cache)."""
+class _BatcherBase(Section):
+    """KV-cache memory and per-iteration CPU time, common to every batcher."""
+
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+    cpu_overhead_s: float = Field(
+        default=0.0, ge=0, description="host time per iteration (scheduling, input preparation)"
+    )
+    cpu_overhead_per_seq_s: float = Field(
+        default=0.0, ge=0, description="host time per iteration and sequence in the batch"
+    )
+
+
+class ContinuousBatcherConfig(_BatcherBase):
+    """Continuous batching (Orca, vLLM): iteration-level scheduling over a paged KV cache."""
 
     kind: Literal["continuous"] = "continuous"
     max_num_seqs: int = Field(default=256, ge=1, description="running sequences per replica")
     max_num_batched_tokens: int = Field(default=8192, ge=1, description="tokens per iteration")
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+    chunked_prefill: bool = Field(
+        default=False, description="split prompts over iterations under the token budget"
+    )
+    mix_prefill_decode: bool = Field(
+        default=True, description="false: an iteration prefills or decodes, never both (vLLM v0)"
+    )
+    order: Literal["fcfs", "priority", "shortest_prompt"] = "fcfs"
+    preemption: Literal["recompute", "swap"] = "recompute"
+    prefix_caching: bool = False
+    cuda_graph_padding: bool = Field(
+        default=False, description="pad decode batches to captured CUDA-graph sizes"
+    )
+
+    @model_validator(mode="after")
+    def _chunking_needs_mixing(self) -> ContinuousBatcherConfig:
+        if self.chunked_prefill and not self.mix_prefill_decode:
+            raise ValueError("chunked_prefill needs mix_prefill_decode = true")
+        return self
+
+
+class StaticBatcherConfig(_BatcherBase):
+    """Static batching (FasterTransformer): a padded batch runs until its longest request ends."""
+
+    kind: Literal["static"]
+    max_batch: int = Field(default=8, ge=1, description="requests per batch")
+
+
+class DynamicBatcherConfig(_BatcherBase):
+    """Dynamic batching (Triton): a batch starts when full or when its oldest request waited."""
+
+    kind: Literal["dynamic"]
+    max_batch: int = Field(default=8, ge=1, description="requests per batch")
+    max_queue_delay_s: float = Field(default=0.01, ge=0, description="longest wait to fill")
+    preferred_batch_sizes: list[int] | None = Field(
+        default=None, description="sizes started at once when that many requests wait"
+    )
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> DynamicBatcherConfig:
+        too_big = [b for b in self.preferred_batch_sizes or [] if not 1 <= b <= self.max_batch]
+        if too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} must lie in 1..max_batch")
+        return self
 
 
 BatcherConfig = Annotated[
-    Union[ContinuousBatcherConfig],  # noqa: UP007
+    Union[ContinuousBatcherConfig, StaticBatcherConfig, DynamicBatcherConfig],  # noqa: UP007
     Field(discriminator="kind"),
 ]
 
