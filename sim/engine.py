@@ -29,26 +29,14 @@ from sim.workload import Workload, generate_workload, length_bounds
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
 
 
-class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it schedules."""
+def events_scheduled(env: simpy.Environment) -> int:
+    """How many events `env` has scheduled so far (every one is also processed in a drained run).
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.events_scheduled = 0
-
-    def schedule(self, event, priority=1, delay=0) -> None:  # type: ignore[override]
-        self.events_scheduled += 1
-        super().schedule(event, priority, delay)
-
-
-class UrgentTimeout(simpy.Event):
-    """A timeout processed before ordinary events at the same time (arrivals use it)."""
-
-    def __init__(self, env: simpy.Environment, delay: float) -> None:
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        env.schedule(self, URGENT, delay)
+    SimPy numbers each scheduled event from the counter ``env._eid`` (its tie-breaker at equal
+    times and priorities), so the count costs nothing during the run. Reading takes the next
+    number, which only leaves a gap in the numbering.
+    """
+    return next(env._eid)
 
 
 @dataclass
@@ -119,7 +107,7 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
     capacity = kv_capacity_blocks(scenario)
     _check_prompts_can_fit(scenario, capacity)
 
-    env = CountingEnvironment()
+    env = simpy.Environment()
     recorder = Recorder(workload)
     perf_seeds = streams["perf"].spawn(scenario.fleet.replicas)
     replicas = [
@@ -139,7 +127,9 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         )
         for i in range(scenario.fleet.replicas)
     ]
-    env.process(_arrivals(env, workload, replicas, make_router(scenario.fleet.router), recorder))
+    router = make_router(scenario.fleet.router, replicas)
+    recorder.on_leave = router.left
+    ArrivalFeed(env, workload, replicas, router, recorder).start()
     horizon = None if scenario.sim.drain else scenario.sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
@@ -154,7 +144,7 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         steps=steps,
         simulated_s=float(end),
         wall_s=time.perf_counter() - wall_start,
-        events=env.events_scheduled,
+        events=events_scheduled(env),
         kv_capacity_blocks=capacity,
     )
 
@@ -166,31 +156,63 @@ def _last_activity_s(workload: Workload, steps: pa.Table) -> float:
     return max(last_arrival, last_step)
 
 
-def _arrivals(
-    env: simpy.Environment,
-    workload: Workload,
-    replicas: list[Replica],
-    router: Router,
-    recorder: Recorder,
-):
-    """The one process that feeds every request, in arrival order, to the router."""
-    arrivals = workload.arrival_s.tolist()
-    prompts = workload.prompt_tokens.tolist()
-    outputs = workload.output_tokens.tolist()
-    classes = workload.class_index.tolist()
-    priorities = workload.class_priorities
-    hashes = workload.prefix_hashes or ()
-    chosen = recorder.replica
-    for rid, arrival_s in enumerate(arrivals):
-        delay = arrival_s - env.now
-        if delay > 0:
-            yield UrgentTimeout(env, delay)
-        cls = classes[rid]
-        prefix = hashes[rid] if hashes else ()
-        req = Request(rid, cls, priorities[cls], arrival_s, prompts[rid], outputs[rid], prefix)
-        index = router.choose(replicas)
-        chosen[rid] = index
-        replicas[index].submit(req)
+class ArrivalFeed:
+    """Feeds every request, in arrival order, to the router and the chosen replica.
+
+    One URGENT event per distinct arrival time (processed before iteration boundaries at the
+    same time); its callback submits the request(s) arriving then and schedules the next.
+    A chain of callbacks rather than a SimPy process: it skips the generator resumption.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        workload: Workload,
+        replicas: list[Replica],
+        router: Router,
+        recorder: Recorder,
+    ) -> None:
+        self.env, self.replicas, self.router, self.recorder = env, replicas, router, recorder
+        self._arrival_s = workload.arrival_s.tolist()
+        self._prompts = workload.prompt_tokens.tolist()
+        self._outputs = workload.output_tokens.tolist()
+        self._classes = workload.class_index.tolist()
+        self._priorities = workload.class_priorities
+        self._prefixes = workload.prefix_hashes
+        self._next = 0
+
+    def start(self) -> None:
+        """Schedule the first arrival."""
+        if self._arrival_s:
+            self._schedule(self._arrival_s[0])
+
+    def _schedule(self, arrival_s: float) -> None:
+        event = simpy.Event(self.env)
+        event._ok, event._value = True, None
+        event.callbacks.append(self._arrive)
+        self.env.schedule(event, URGENT, arrival_s - self.env.now)
+
+    def _arrive(self, _event: simpy.Event) -> None:
+        """Submit the request this event is for and any due at the same time; schedule the next."""
+        now, arrivals, rid = self.env.now, self._arrival_s, self._next
+        classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
+        prompts, outputs = self._prompts, self._outputs
+        chosen, replicas, choose = self.recorder.replica, self.replicas, self.router.choose
+        while True:
+            cls = classes[rid]
+            prefix = prefixes[rid] if prefixes else ()
+            req = Request(
+                rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
+            )
+            index = choose()
+            chosen[rid] = index
+            replicas[index].submit(req)
+            rid += 1
+            if rid == len(arrivals) or arrivals[rid] > now:
+                break
+        self._next = rid
+        if rid < len(arrivals):
+            self._schedule(arrivals[rid])
 
 
 def _run_env(

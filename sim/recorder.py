@@ -6,6 +6,7 @@ The engine only appends flat typed values here; every statistic is computed by `
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,20 +20,27 @@ IN_FLIGHT, COMPLETED, REJECTED = 0, 1, 2
 
 
 class Recorder:
-    """Per-request columns (sized once) and per-interval step columns (growing arrays)."""
+    """Per-request columns (sized once) and per-interval step columns (growing arrays).
+
+    The columns are ``array.array`` buffers: the event loop reads and writes single elements as
+    plain Python ints and floats (cheaper than numpy scalars), and the tables view them without
+    copying. `on_leave`, when set, is called with the replica index each time a request leaves
+    its replica (completed or rejected); the router uses it to count outstanding requests.
+    """
 
     def __init__(self, workload: Workload) -> None:
         n = len(workload)
         self.workload = workload
-        self.replica = np.full(n, -1, dtype=np.int32)
-        self.first_scheduled_s = np.full(n, np.nan)
-        self.first_token_s = np.full(n, np.nan)
-        self.finish_s = np.full(n, np.nan)
-        self.preemptions = np.zeros(n, dtype=np.int32)
-        self.cached_tokens = np.zeros(n, dtype=np.int64)
-        self.status = np.zeros(n, dtype=np.int8)
+        self.replica = array("i", [-1]) * n
+        self.first_scheduled_s = array("d", [np.nan]) * n
+        self.first_token_s = array("d", [np.nan]) * n
+        self.finish_s = array("d", [np.nan]) * n
+        self.preemptions = array("i", [0]) * n
+        self.cached_tokens = array("q", [0]) * n
+        self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.on_leave: Callable[[int], None] | None = None
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -44,16 +52,21 @@ class Recorder:
             "decode_context": array("q"),
             "kv_blocks_used": array("q"),
         }
+        self._appends = tuple(column.append for column in self._steps.values())
 
     # --------------------------------------------------------------- engine side
     def completed(self, rid: int, finish_s: float) -> None:
         self.finish_s[rid] = finish_s
         self.status[rid] = COMPLETED
         self.num_completed += 1
+        if self.on_leave is not None:
+            self.on_leave(self.replica[rid])
 
     def rejected(self, rid: int) -> None:
         self.status[rid] = REJECTED
         self.num_rejected += 1
+        if self.on_leave is not None:
+            self.on_leave(self.replica[rid])
 
     def step(
         self,
@@ -72,42 +85,52 @@ class Recorder:
         decode_context: positions attended by the decoding sequences in the interval's first
         iteration (each later iteration of the interval attends `decode_seqs` more).
         """
-        s = self._steps
-        s["replica"].append(replica)
-        s["start_s"].append(start_s)
-        s["end_s"].append(end_s)
-        s["iterations"].append(iterations)
-        s["prefill_seqs"].append(prefill_seqs)
-        s["prefill_tokens"].append(prefill_tokens)
-        s["decode_seqs"].append(decode_seqs)
-        s["decode_context"].append(decode_context)
-        s["kv_blocks_used"].append(kv_blocks_used)
+        r, t0, t1, it, ps, pf, ds, dc, kv = self._appends
+        r(replica)
+        t0(start_s)
+        t1(end_s)
+        it(iterations)
+        ps(prefill_seqs)
+        pf(prefill_tokens)
+        ds(decode_seqs)
+        dc(decode_context)
+        kv(kv_blocks_used)
 
     # --------------------------------------------------------------- tables
     def requests_table(self) -> pa.Table:
         """One row per request (the columns of requests.parquet)."""
         w = self.workload
-        names = np.array(w.class_names, dtype=object)
         return pa.table(
             {
                 "request_id": np.arange(len(w), dtype=np.int64),
-                "class": pa.array(names[w.class_index].tolist(), pa.string()),
+                "class": _decoded(w.class_index, w.class_names),
                 "arrival_s": w.arrival_s,
                 "prompt_tokens": w.prompt_tokens,
                 "output_tokens": w.output_tokens,
-                "replica": self.replica,
-                "first_scheduled_s": self.first_scheduled_s,
-                "first_token_s": self.first_token_s,
-                "finish_s": self.finish_s,
-                "preemptions": self.preemptions,
-                "cached_tokens": self.cached_tokens,
-                "status": pa.array(np.array(STATUS_NAMES, dtype=object)[self.status].tolist()),
+                "replica": _view(self.replica),
+                "first_scheduled_s": _view(self.first_scheduled_s),
+                "first_token_s": _view(self.first_token_s),
+                "finish_s": _view(self.finish_s),
+                "preemptions": _view(self.preemptions),
+                "cached_tokens": _view(self.cached_tokens),
+                "status": _decoded(_view(self.status), STATUS_NAMES),
             }
         )
 
     def steps_table(self) -> pa.Table:
         """One row per executed interval of a replica (the columns of steps.parquet)."""
-        return pa.table({k: np.frombuffer(v, dtype=v.typecode) for k, v in self._steps.items()})
+        return pa.table({k: _view(v) for k, v in self._steps.items()})
+
+
+def _decoded(indices: np.ndarray, names: tuple[str, ...]) -> pa.Array:
+    """A string column from small integer codes into `names`."""
+    dictionary = pa.array(list(names), pa.string())
+    return pa.DictionaryArray.from_arrays(indices, dictionary).dictionary_decode()
+
+
+def _view(buffer: array) -> np.ndarray:
+    """A numpy view of an ``array.array`` column (no copy)."""
+    return np.frombuffer(buffer, dtype=buffer.typecode)
 
 
 def write_table(table: pa.Table, path: Path, metadata: dict[str, str] | None = None) -> None:
