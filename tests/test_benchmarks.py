@@ -19,6 +19,7 @@ SMOKE = {
     "fleet_1m": ["--requests", "300", "--replicas", "2"],
     "scaling": ["--requests", "200,400", "--replicas", "1,2", "--per-replica", "100"],
     "compression": ["--requests", "300", "--replicas", "2", "--capacity-per-s", "29.4"],
+    "profile_fleet": ["--requests", "300", "--replicas", "2"],
 }
 
 
