@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sim.workload import Workload, generate_workload, length_bounds
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
+PROGRESS_EVERY_EVENTS = 4096  # progress-bar refresh period
 
 
 def events_scheduled(env: simpy.Environment) -> int:
@@ -218,16 +220,24 @@ class ArrivalFeed:
 def _run_env(
     env: simpy.Environment, horizon: float | None, recorder: Recorder, total: int, progress: bool
 ) -> None:
-    """Run until `horizon` (None: until no event is left), with an optional progress bar."""
-    if not progress:
-        env.run(until=horizon)
+    """Process events until none is left or the next one is at or after `horizon`.
+
+    A loop over ``env.step()`` rather than ``env.run(until=...)``, whose stop events would
+    count as simulation events and make the count depend on the progress bar.
+    """
+    if horizon is None and not progress:
+        env.run()
         return
-    with tqdm(total=total, unit="req", delay=2.0, desc="simulating") as bar:
-        while bar.n < total and (horizon is None or env.now < horizon):
-            target = env.now + 1.0 if horizon is None else min(env.now + 1.0, horizon)
-            env.run(until=target)
-            bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
-    env.run(until=horizon)
+    limit = math.inf if horizon is None else horizon
+    step, peek = env.step, env.peek
+    with tqdm(total=total, unit="req", delay=2.0, desc="simulating", disable=not progress) as bar:
+        processed = 0
+        while peek() < limit:
+            step()
+            processed += 1
+            if not processed % PROGRESS_EVERY_EVENTS:
+                bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
+        bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
 
 
 def _check_prompts_can_fit(scenario: Scenario, capacity_blocks: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import simpy
 
 import sim.engine
@@ -45,3 +46,13 @@ def test_run_reports_every_scheduled_event(monkeypatch):
     result = run(scenario("workload.rate=12", "batcher.gpu_memory_utilization=0.21"))
     (env,) = _CountingEnvironment.made
     assert result.events == env.scheduled > result.requests.num_rows
+
+
+@pytest.mark.parametrize("drain", ["true", "false"])
+def test_progress_bar_changes_neither_traces_nor_event_count(drain):
+    overrides = ("workload.rate=30", f"sim.drain={drain}")
+    quiet = run(scenario(*overrides))
+    shown = run(scenario(*overrides), progress=True)
+    assert shown.events == quiet.events
+    assert shown.requests.to_pandas().equals(quiet.requests.to_pandas())
+    assert shown.steps.equals(quiet.steps)
