@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sim import perf_cli
 from sim.errors import UserError
 
 
@@ -95,7 +96,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, perf_cli.add]
 
 
 def build_parser() -> argparse.ArgumentParser:

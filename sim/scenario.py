@@ -232,6 +232,11 @@ class RooflineConfig(Section):
     compute_efficiency: float = Field(default=0.80, gt=0, le=1)
     memory_efficiency: float = Field(default=0.57, gt=0, le=1)
     overhead_s: float = Field(default=0.0, ge=0, description="fixed time per iteration, seconds")
+    calibration: str | None = Field(
+        default=None,
+        description="fitted parameters (`sim perf fit`): a TOML file relative to the scenario "
+        "file, or builtin:NAME for one under sim/data/calibrations/; replaces the three above",
+    )
 
 
 class ServiceTimeConfig(Section):
