@@ -111,11 +111,8 @@ def read_profile(
         df["gpu"] = gpu
     elif gpu is not None:
         df["gpu"] = df["gpu"].fillna(gpu)
-    if "tp" not in df.columns:
-        df["tp"] = tp
-    for column, default in (("experts", 1), ("experts_per_token", 1)):
-        if column not in df.columns:
-            df[column] = default
+    for column, default in (("tp", tp), ("experts", 1), ("experts_per_token", 1)):
+        df[column] = df[column].fillna(default) if column in df.columns else default
     _check_values(df, path, timed)
     df["wdtype"] = df["dtype"].map(DTYPE_NAMES)
     return df
