@@ -196,6 +196,7 @@ class Roofline:
         self._decode_flops_per_pos = 4.0 * self.q_width
         self._kv_bytes_per_pos = 2.0 * self.kv_width * self.kv_bytes_per_value
         self._decode_seq_bytes = ACTIVATION_BYTES * 2.0 * self.q_width  # q in, output out
+        self._decode_fixed_s: dict[int, float] = {}  # fixed_s of pure decode, by batch size
 
     # ----------------------------------------------------------------- kernels of one GPU
     def gemm_s(self, rows, n: float, k: float):
@@ -311,17 +312,24 @@ class Roofline:
 
     def decode_stretch_s(self, num_seqs: int, context_sum: int, iterations: int) -> list[float]:
         # everything but attention is fixed while the batch is; attention is a few operations
-        fixed = self.fixed_s(num_seqs, num_seqs)
+        fixed = self._decode_fixed_s.get(num_seqs)
+        if fixed is None:
+            fixed = self._decode_fixed_s[num_seqs] = self.fixed_s(num_seqs, num_seqs)
         flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, self.params.overlap
-        flops_per_pos = self._decode_flops_per_pos
-        kv_per_pos = self._kv_bytes_per_pos
+        flops_per_pos, kv_per_pos = self._decode_flops_per_pos, self._kv_bytes_per_pos
         pad = num_seqs * self.params.kv_pad_tokens
         seq_bytes = self._decode_seq_bytes * num_seqs
-        layers = self.layers
+        layers, position_s = self.layers, self.params.decode_position_s
+        contexts = range(context_sum, context_sum + iterations * num_seqs, num_seqs)
+        if p == math.inf and position_s == 0.0:  # the plain roofline: a max per iteration
+            return [
+                fixed
+                + layers
+                * max(flops_per_pos * c / flops_s, (kv_per_pos * (c + pad) + seq_bytes) / kv_s)
+                for c in contexts
+            ]
         out = []
-        position_s = self.params.decode_position_s
-        for i in range(iterations):  # decode_attention_s with smooth_max inlined
-            ctx = context_sum + i * num_seqs
+        for ctx in contexts:  # decode_attention_s with smooth_max inlined
             compute = flops_per_pos * ctx / flops_s
             traffic = (kv_per_pos * (ctx + pad) + seq_bytes) / kv_s
             serial = position_s * ctx / num_seqs
