@@ -95,7 +95,13 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run]
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from sim.compare_cli import add_compare
+
+    add_compare(sub)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
