@@ -49,12 +49,9 @@ class ContinuousBatcher:
             PrefixCache(prefix_block_tokens, cfg.block_size) if cfg.prefix_caching else None
         )
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
+        self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
 
     # ----------------------------------------------------------------- queue
-    @property
-    def outstanding(self) -> int:
-        return len(self.waiting) + len(self.swapped) + len(self.decodes) + len(self.prefilling)
-
     def rejection(self, req: Request) -> str | None:
         longest = req.prompt_tokens + req.output_tokens - 1
         if self.decodes.blocks_for(longest) > self.capacity_blocks:
@@ -65,6 +62,7 @@ class ContinuousBatcher:
 
     def enqueue(self, req: Request) -> None:
         self.waiting.push(req)
+        self.outstanding += 1
 
     def could_start_now(self, req: Request) -> bool:
         running = len(self.decodes) + len(self.prefilling)
@@ -255,5 +253,6 @@ class ContinuousBatcher:
             self.decodes.join(req)
 
     def _complete(self, req: Request, end_s: float) -> None:
+        self.outstanding -= 1
         self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
