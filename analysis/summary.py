@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from analysis.economics import economics
-from analysis.metrics import distribution, latencies, request_counts, throughput, utilization
+from analysis.metrics import distribution, latencies, request_counts, throughput
 from analysis.rundata import RunData, load_run
+from analysis.utilization import fleet_utilization
 
 
 def summarize(data: RunData) -> dict:
@@ -22,7 +23,7 @@ def summarize(data: RunData) -> dict:
         "requests": request_counts(measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
-        "utilization": utilization(data),
+        "utilization": fleet_utilization(data),
         "economics": economics(data),
     }
 
