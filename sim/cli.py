@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim.errors import UserError
+from sim.report_cli import add_report
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +96,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
