@@ -28,6 +28,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     with matplotlib.rc_context(STYLE):
+        fig.tight_layout()  # once, rather than a layout engine that reruns at every save
         fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
         fig.savefig(paths[1], metadata={"Date": None})
     return paths
@@ -35,7 +36,7 @@ def save(fig: Figure, stem: Path) -> list[Path]:
 
 def _figure(panels: int, title: str, width: float = 5.0) -> tuple[Figure, list[Axes]]:
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(width * panels, 3.8), layout="constrained")
+        fig = Figure(figsize=(width * panels, 3.8))
         axes = [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
     fig.suptitle(title, fontsize=10)
     return fig, axes

@@ -5,10 +5,9 @@ from __future__ import annotations
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from analysis import curves
+from analysis import curves, plots
 from analysis.summary import write_summary
 from sim import engine
 from sim.cli import main
@@ -107,14 +106,13 @@ def test_series_are_told_apart_by_the_fields_that_differ(load_sweep, tmp_path):
     assert series == ["test (h100)", "test (h200)"]
 
 
-def test_cost_against_batch_limit_is_drawn_when_runs_differ_in_max_num_seqs(tmp_path):
-    from analysis.report import build_report
-
+def test_cost_against_batch_limit_is_a_curve_when_runs_differ_in_max_num_seqs(tmp_path):
     dirs = [save_run(tmp_path / f"seqs-{n}", f"batcher.max_num_seqs={n}") for n in (2, 64)]
-    report = build_report(dirs, tmp_path / "report")
-    assert "cost_vs_batch_limit" in [f.name for f in report.figures]
-    csv = pd.read_csv(tmp_path / "report" / "figures" / "cost_vs_batch_limit.csv")
-    assert csv["max_num_seqs"].tolist() == [2, 64]
+    curve = curves.cost_vs_batch_limit(curves.run_table(curves.load_runs(dirs)))
+    assert curves.swept_values(curve, "max_num_seqs") == 2
+    assert curve["max_num_seqs"].tolist() == [2, 64]
+    png, svg = plots.cost_vs_batch_limit(curve, "test", tmp_path / "fig" / "cost")
+    assert png.stat().st_size > 0 and svg.stat().st_size > 0
 
 
 def test_latency_cdfs_rise_from_zero_to_one_for_every_metric(load_sweep):
