@@ -4,7 +4,7 @@ written beside its figure); every number comes from the runs' traces and resolve
 
 Runs are grouped into series by what identifies them (scenario name, GPU, tp, replicas, pricing,
 offered load, batch limit) except the swept variable of the curve; a series is labelled with
-the scenario name and whichever of those fields differ between the runs given.
+the scenario name and whichever of those fields differ between runs of that name.
 """
 
 from __future__ import annotations
@@ -104,9 +104,11 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
 
 
 def with_series(table: pd.DataFrame, swept: tuple[str, ...]) -> pd.DataFrame:
-    """`table` with a `series` label: scenario name plus the identifying fields that differ."""
+    """`table` with a `series` label: the scenario name, plus the identifying fields that differ
+    between runs of the same scenario name."""
     fixed = [c for c in IDENTITY if c not in swept and c != "scenario"]
-    varying = [c for c in fixed if table[c].nunique(dropna=False) > 1]
+    by_name = table.groupby("scenario")
+    varying = [c for c in fixed if by_name[c].nunique(dropna=False).max() > 1]
 
     def label(row: pd.Series) -> str:
         extra = ", ".join(f"{c}={row[c]:g}" if _is_number(row[c]) else f"{row[c]}" for c in varying)

@@ -73,6 +73,29 @@ def _plain_log(ax: Axes, axis: str) -> None:
     target.set_minor_formatter(plain)
 
 
+MARGIN_FLOOR_PCT = -100.0  # margin axes stop here; lower points sit on the edge as triangles
+
+
+def _margin_axis(ax: Axes, curve: pd.DataFrame, x: str, x_scale: float = 1.0) -> None:
+    """A zero line, and the axis cut at MARGIN_FLOOR_PCT with cut points marked on the edge."""
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    low = curve[curve["margin"] * 100.0 < MARGIN_FLOOR_PCT]
+    if low.empty:
+        return
+    series = sorted(curve["series"].unique())
+    for name, group in low.groupby("series"):
+        ax.plot(
+            group[x] * x_scale,
+            [MARGIN_FLOOR_PCT] * len(group),
+            linestyle="none",
+            marker="v",
+            color=f"C{series.index(name)}",
+            clip_on=False,
+        )
+    ax.set_ylim(bottom=MARGIN_FLOOR_PCT)
+    ax.text(0.01, 0.01, "axis cut; ▼ = lower margin", transform=ax.transAxes, fontsize=7)
+
+
 def _legend(ax: Axes) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best")
@@ -82,7 +105,7 @@ def margin_vs_load(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     """Gross margin (%) and profit per hour (USD/h) against offered load."""
     fig, (left, right) = _figure(2, title)
     _lines(left, curve, "offered_rate_rps", "margin", 100.0)
-    left.axhline(0.0, color="black", linewidth=0.8)
+    _margin_axis(left, curve, "offered_rate_rps")
     left.set(xlabel="offered load (requests/s)", ylabel="gross margin (%)")
     _lines(right, curve, "offered_rate_rps", "profit_usd_per_hour")
     right.axhline(0.0, color="black", linewidth=0.8)
@@ -101,7 +124,7 @@ def margin_vs_utilization(curve: pd.DataFrame, title: str, stem: Path) -> list[P
     ):
         scaled = curve.assign(**{x: curve[x] * 100.0})
         _lines(ax, scaled, x, "margin", 100.0, order="offered_rate_rps")
-        ax.axhline(0.0, color="black", linewidth=0.8)
+        _margin_axis(ax, curve, x, 100.0)
         ax.set(xlabel=label, ylabel="gross margin (%)")
     _legend(left)
     return save(fig, stem)

@@ -101,7 +101,8 @@ def build_report(
     report = Report(Path(out_dir))
     fig_dir = report.out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    table = curves.run_table(runs)
+    order = ["scenario", "gpu", "tp", "replicas", "offered_rate_rps", "max_num_seqs", "run"]
+    table = curves.run_table(runs).sort_values(order, kind="stable")
     table.to_csv(report.out_dir / "runs.csv", index=False)
     names = ", ".join(dict.fromkeys(table["scenario"]))
 
