@@ -52,38 +52,54 @@ class Report:
         return self.out_dir / "report.md"
 
 
-# curves over runs: name, curve function, plot function, swept x column, its words, caption
+@dataclass(frozen=True)
+class OverRuns:
+    """A curve over runs: how to compute and draw it, its swept x and the y it cannot lack."""
+
+    name: str
+    make: Callable[[pd.DataFrame], pd.DataFrame]
+    plot: Callable[[pd.DataFrame, str, Path], list[Path]]
+    x: str
+    x_words: str
+    y: str
+    caption: str
+
+
 OVER_RUNS = (
-    (
+    OverRuns(
         "margin_vs_load",
         curves.margin_vs_load,
         plots.margin_vs_load,
         "offered_rate_rps",
         "offered loads",
+        "margin",
         "Gross margin = (revenue - cost) / revenue and gross profit per hour against offered load.",
     ),
-    (
+    OverRuns(
         "margin_vs_utilization",
         curves.margin_vs_utilization,
         plots.margin_vs_utilization,
         "gpu_busy_fraction",
         "utilizations",
+        "margin",
         "Gross margin against the fleet's busy fraction and model FLOPs utilization.",
     ),
-    (
+    OverRuns(
         "latency_vs_load",
         curves.latency_vs_load,
         plots.latency_vs_load,
         "offered_rate_rps",
         "offered loads",
+        "ttft_p99_s",
         "TTFT and TPOT percentiles (p50 dotted, p90 dashed, p99 solid) and the SLO (dash-dot).",
     ),
-    (
+    OverRuns(
         "cost_vs_batch_limit",
         curves.cost_vs_batch_limit,
         plots.cost_vs_batch_limit,
         "max_num_seqs",
         "batch-size limits (batcher.max_num_seqs)",
+        "cost_per_million_output_tokens_usd",
         "Cost per million output tokens against the batcher's max_num_seqs.",
     ),
 )
@@ -114,13 +130,15 @@ def build_report(
             ReportFigure(name, title, caption, png, svg, stem.with_suffix(".csv"))
         )
 
-    for name, make, plot, x, words, caption in OVER_RUNS:
-        curve = make(table)
-        if curves.swept_values(curve, x) < 2:
-            report.skipped.append(f"{name}: needs runs of one series at two or more {words}")
-            continue
-        title = f"{name.replace('_', ' ').capitalize()}: {names}"
-        add(name, title, caption, curve, plot)
+    for c in OVER_RUNS:
+        curve = c.make(table)
+        if curves.swept_values(curve, c.x) < 2:
+            report.skipped.append(f"{c.name}: needs runs of one series at two or more {c.x_words}")
+        elif curve[c.y].isna().all():
+            report.skipped.append(f"{c.name}: no run has a {c.y} (an [economics] section?)")
+        else:
+            title = f"{c.name.replace('_', ' ').capitalize()}: {names}"
+            add(c.name, title, c.caption, curve, c.plot)
     add(
         "latency_cdfs",
         f"Latency CDFs: {names}",

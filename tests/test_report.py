@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from analysis import curves, plots
 from analysis.summary import write_summary
 from sim import engine
 from sim.cli import main
-from tests.conftest import scenario
+from sim.scenario import scenario_from_dict
+from tests.conftest import BASE, scenario
 
 SHORT = ("sim.duration_s=20", "sim.warmup_s=2")
 
@@ -125,3 +127,19 @@ def test_latency_cdfs_rise_from_zero_to_one_for_every_metric(load_sweep):
 def test_report_of_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "not a complete run directory" in capsys.readouterr().err
+
+
+def test_runs_without_prices_get_no_margin_curves_and_the_report_says_why(tmp_path):
+    from analysis.report import build_report
+
+    base = copy.deepcopy(BASE)
+    del base["economics"]
+    dirs = []
+    for rate in (4, 8):
+        s = scenario_from_dict(base, "test", [*SHORT, f"workload.rate={rate}"])
+        engine.run(s).save(tmp_path / f"free-{rate}")
+        dirs.append(tmp_path / f"free-{rate}")
+    report = build_report(dirs, tmp_path / "report")
+    assert "margin_vs_load" not in [f.name for f in report.figures]
+    assert "margin_vs_load: no run has a margin (an [economics] section?)" in report.skipped
+    assert "latency_vs_load" in [f.name for f in report.figures]
