@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim.errors import UserError
+from sim.report_cli import add_report
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +102,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     add_compare(sub)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_compare]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, _add_compare, add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

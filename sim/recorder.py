@@ -29,7 +29,7 @@ class Recorder:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, dtype=np.int32)
-        self.cached_tokens = np.zeros(n, dtype=np.int64)
+        self.cached_prompt_tokens = np.zeros(n, dtype=np.int64)
         self.status = np.zeros(n, dtype=np.int8)
         self.num_completed = 0
         self.num_rejected = 0
@@ -100,7 +100,7 @@ class Recorder:
                 "first_token_s": self.first_token_s,
                 "finish_s": self.finish_s,
                 "preemptions": self.preemptions,
-                "cached_tokens": self.cached_tokens,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
                 "status": pa.array(np.array(STATUS_NAMES, dtype=object)[self.status].tolist()),
             }
         )

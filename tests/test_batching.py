@@ -205,7 +205,7 @@ def test_prefix_caching_reuses_mooncake_trace_prefixes():
     on, off = replay(), replay("batcher.prefix_caching=false")
     assert on.requests["preemptions"].sum() == 0
     # the prefill skipped is exactly the cached prefix tokens
-    cached = int(on.requests["cached_tokens"].sum())
+    cached = int(on.requests["cached_prompt_tokens"].sum())
     assert cached > 0
     assert _prefill_work(off) - _prefill_work(on) == cached
     # an LRU cache that only holds what free KV memory allows finds less than an unbounded one

@@ -212,7 +212,7 @@ class ContinuousBatcher:
         self.prefilling.append(req)
         if rec.first_scheduled_s[req.rid] != rec.first_scheduled_s[req.rid]:  # NaN: first time
             rec.first_scheduled_s[req.rid] = now
-            rec.cached_tokens[req.rid] = cached
+            rec.cached_prompt_tokens[req.rid] = cached
 
     def _plan(self, req: Request, chunk: int, new_blocks: int, work: StepWork) -> None:
         req.blocks += new_blocks
