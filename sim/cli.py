@@ -36,12 +36,15 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from analysis.economics import gpu_price
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
     from sim.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
+    if scenario.economics is not None:
+        gpu_price(scenario)  # a missing GPU price is an error before, not after, simulating
     result = run(scenario, seed=args.seed, progress=True)
     out = Path(args.out or Path("runs") / scenario.name)
     result.save(out)
