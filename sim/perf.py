@@ -113,6 +113,8 @@ class PerfParams:
     @classmethod
     def from_config(cls, cfg: RooflineConfig) -> PerfParams:
         """Plain roofline at the scenario's efficiencies, with its per-iteration overhead."""
+        if cfg.calibration is not None:
+            raise ValueError("a calibrated [perf] section: use perf_params(scenario)")
         return cls(
             gemm_efficiency=cfg.compute_efficiency,
             memory_efficiency=cfg.memory_efficiency,
@@ -165,11 +167,13 @@ class Roofline:
         model: ModelShape,
         gpu: Accelerator,
         tp: int,
-        params: PerfParams,
+        params: PerfParams | RooflineConfig,
         weight_dtype: str = "bf16",
         kv_dtype: str = "bf16",
         layers: int | None = None,
     ) -> None:
+        if isinstance(params, RooflineConfig):  # a scenario's [perf] section, uncalibrated
+            params = PerfParams.from_config(params)
         self.model, self.gpu, self.tp, self.params = model, gpu, tp, params
         self.layers = model.layers if layers is None else layers
         m, p = model, params
