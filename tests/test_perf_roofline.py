@@ -175,3 +175,16 @@ def test_smooth_max_spans_sum_to_max():
     assert smooth_max(3.0, 4.0, 2.0) == pytest.approx(5.0)
     assert smooth_max(3.0, 4.0, math.inf) == 4.0
     assert smooth_max(0.0, 0.0, 2.5) == 0.0
+
+
+def test_quantized_weights_and_kv_cache_raise_the_kv_capacity():
+    from sim.memory import kv_capacity_blocks
+    from tests.conftest import scenario
+
+    base = kv_capacity_blocks(scenario("fleet.gpu=h100"))
+    fp8_kv = kv_capacity_blocks(scenario("fleet.gpu=h100", "model.kv_dtype=fp8"))
+    fp8_weights = kv_capacity_blocks(scenario("fleet.gpu=h100", "model.weight_dtype=fp8"))
+    assert fp8_kv in (2 * base, 2 * base + 1)  # the same free bytes hold twice the tokens
+    weights = MODELS["llama-3-8b"].total_params  # bytes freed by 1-byte instead of 2-byte weights
+    block = 16 * MODELS["llama-3-8b"].kv_values_per_token * 2
+    assert fp8_weights - base == pytest.approx(weights / block, abs=1)
