@@ -89,7 +89,10 @@ class PerfParams:
     attention is a few thread blocks walking its context serially, so a small batch cannot use
     the whole bandwidth. A kernel takes the smooth maximum
     ``(c^p + m^p)^(1/p)`` of its compute time ``c`` and memory time ``m``, ``p = overlap``
-    (infinite: the plain roofline maximum; 1: no overlap at all).
+    (infinite: the plain roofline maximum; 1: no overlap at all). Fixed costs in seconds:
+    ``gemm_overhead_s`` per GEMM kernel (ramp-up and tail), ``layer_overhead_s`` per layer,
+    ``attention_overhead_s`` per layer that runs attention (its small kernels: RoPE, KV write,
+    the attention launch), ``step_overhead_s`` per iteration.
 
     The defaults are a plain roofline at the ceilings measured on an H200 on the day of the shipped
     profile (``sim/data/h200_llama3-8b_bf16.csv``, README of the shared data): a bf16 8192^3

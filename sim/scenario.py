@@ -291,7 +291,8 @@ BatcherConfig = Annotated[
 
 
 class RooflineConfig(Section):
-    """Step time = max(FLOPs / achieved FLOP/s, bytes / achieved bytes/s) + overhead.
+    """Roofline step time, kernel by kernel (sim/perf.py): each kernel takes the slower of its
+    FLOPs / achieved FLOP/s and bytes / achieved bytes/s; plus `overhead_s` per iteration.
 
     Default efficiencies are the ceilings measured on an H200 (shared profile README): a bf16
     8192^3 matmul reached 797 of 989.4 TFLOP/s (0.80), a 2 GiB copy 2.75 of 4.8 TB/s (0.57).
