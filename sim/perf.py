@@ -38,7 +38,8 @@ class StepWork:
     prefill_tokens: new prompt tokens processed; prefill_attn_pairs: (query, key) position pairs
     of those tokens under causal attention; prefill_cached_tokens: already-cached context the
     prefill chunks attend to; logit_tokens: tokens that produce logits; decode_seqs: sequences
-    decoding one token; decode_context: sum of their attended context lengths.
+    decoding one token; decode_context: sum of their attended context lengths; padded_seqs: rows
+    a CUDA graph of a larger batch computes beside the decoding sequences (no context).
     """
 
     prefill_tokens: int = 0
@@ -47,6 +48,7 @@ class StepWork:
     logit_tokens: int = 0
     decode_seqs: int = 0
     decode_context: int = 0
+    padded_seqs: int = 0
 
     def add_prefill(self, new_tokens: int, cached_tokens: int, emits_logits: bool) -> None:
         """Add a prefill chunk of `new_tokens` after `cached_tokens` already in the KV cache."""
@@ -63,11 +65,14 @@ class StepTimeModel(Protocol):
         """Duration of one iteration."""
         ...
 
-    def decode_stretch_s(self, num_seqs: int, context_sum: int, iterations: int) -> list[float]:
+    def decode_stretch_s(
+        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+    ) -> list[float]:
         """Durations of `iterations` pure decode iterations of `num_seqs` sequences.
 
         The first iteration attends `context_sum` positions in all; each next one `num_seqs`
-        more. This is the hot path of step compression.
+        more. `padded_seqs` rows of CUDA-graph padding are computed too. This is the hot path of
+        step compression.
         """
         ...
 
@@ -305,10 +310,10 @@ class Roofline:
 
     # ----------------------------------------------------------------- the protocol
     def step_s(self, work: StepWork) -> float:
-        tokens = work.prefill_tokens + work.decode_seqs
+        tokens = work.prefill_tokens + work.decode_seqs + work.padded_seqs
         if tokens == 0:
             return self.params.step_overhead_s
-        total = self.fixed_s(tokens, work.logit_tokens + work.decode_seqs)
+        total = self.fixed_s(tokens, work.logit_tokens + work.decode_seqs + work.padded_seqs)
         if work.prefill_tokens:
             total += self.layers * self.prefill_attention_s(
                 work.prefill_tokens, work.prefill_attn_pairs, work.prefill_cached_tokens
@@ -317,11 +322,14 @@ class Roofline:
             total += self.layers * self.decode_attention_s(work.decode_seqs, work.decode_context)
         return total
 
-    def decode_stretch_s(self, num_seqs: int, context_sum: int, iterations: int) -> list[float]:
+    def decode_stretch_s(
+        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+    ) -> list[float]:
         # everything but attention is fixed while the batch is; attention is a few operations
-        fixed = self._decode_fixed_s.get(num_seqs)
+        rows = num_seqs + padded_seqs
+        fixed = self._decode_fixed_s.get(rows)
         if fixed is None:
-            fixed = self._decode_fixed_s[num_seqs] = self.fixed_s(num_seqs, num_seqs)
+            fixed = self._decode_fixed_s[rows] = self.fixed_s(rows, rows)
         flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, self.params.overlap
         flops_per_pos, kv_per_pos = self._decode_flops_per_pos, self._kv_bytes_per_pos
         pad = num_seqs * self.params.kv_pad_tokens
@@ -412,7 +420,9 @@ class ServiceTime:
     def step_s(self, work: StepWork) -> float:
         return self._draw() * self._factor(work.decode_seqs + work.logit_tokens)
 
-    def decode_stretch_s(self, num_seqs: int, context_sum: int, iterations: int) -> list[float]:
+    def decode_stretch_s(
+        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+    ) -> list[float]:
         self._last_stretch = [self._draw() for _ in range(iterations)]
         factor = self._factor(num_seqs)
         return [d * factor for d in self._last_stretch]

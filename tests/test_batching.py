@@ -278,3 +278,25 @@ def test_compare_command_tabulates_every_scenario(tmp_path, capsys):
     assert table[0].startswith("| scenario | batcher | req/s")
     assert [row.split(" | ")[1] for row in table[2:]] == ["static", "continuous"]
     assert capsys.readouterr().out.strip() == out.read_text().strip()
+
+
+def test_cuda_graph_padding_rounds_decode_batches_up_to_captured_sizes():
+    from sim.batching.continuous import cuda_graph_rows
+
+    assert [cuda_graph_rows(n) for n in (1, 3, 5, 8, 9, 250, 256, 300)] == [
+        1,
+        4,
+        8,
+        8,
+        16,
+        256,
+        256,
+        300,
+    ]
+
+
+def test_cuda_graph_padding_slows_decoding_and_can_be_switched_off():
+    base = simulate("workload.rate=6")
+    padded = simulate("workload.rate=6", "batcher.cuda_graph_padding=true")
+    tpot = lambda d: latencies(d.measured)["tpot"].mean()  # noqa: E731
+    assert tpot(padded) > tpot(base)

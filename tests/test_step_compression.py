@@ -62,6 +62,7 @@ WORKLOADS = {
         "workload.rate=10",
     ),
     "cpu_overhead": ("batcher.cpu_overhead_s=0.001", "batcher.cpu_overhead_per_seq_s=0.00001"),
+    "cuda_graph_padding": ("batcher.cuda_graph_padding=true", "workload.rate=10"),
 }
 TRACE_REPLAY = (ROOT / "scenarios" / "azure_conv_replay.toml", "workload.load_scale=4.0")
 
