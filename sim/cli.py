@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim.errors import UserError
+from sim.study.commands import add_plan, add_sweep
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -95,7 +96,7 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run, add_sweep, add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

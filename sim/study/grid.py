@@ -107,13 +107,18 @@ def grid_points(axes: list[Axis] | tuple[Axis, ...]) -> list[Point]:
         raise UserError(f"--grid: a key appears twice in {keys}")
     points, names = [], set()
     for combo in itertools.product(*(a.values for a in axes)):
-        overrides = tuple(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
-        name = point_name(overrides)
-        if name in names:  # two values that only differ in unsafe characters
-            name = f"{name[:80]}-{_digest(overrides)}"
-        names.add(name)
-        points.append(Point(name, overrides, _parsed_values(overrides)))
+        point = make_point(tuple(f"{k}={v}" for k, v in zip(keys, combo, strict=True)))
+        if point.name in names:  # two values that only differ in unsafe characters
+            name = f"{point.name[:80]}-{_digest(point.overrides)}"
+            point = Point(name, point.overrides, point.values)
+        names.add(point.name)
+        points.append(point)
     return points
+
+
+def make_point(overrides: tuple[str, ...]) -> Point:
+    """The point of some ``key=value`` overrides, named after them."""
+    return Point(point_name(overrides), overrides, _parsed_values(overrides))
 
 
 def point_name(overrides: tuple[str, ...]) -> str:
