@@ -122,10 +122,11 @@ def make_point(overrides: tuple[str, ...]) -> Point:
 
 
 def point_name(overrides: tuple[str, ...]) -> str:
-    """A file-name-safe directory name for a point, e.g. ``workload.rate=10_fleet.replicas=2``."""
+    """A file-name-safe directory name for a point, e.g. ``workload.rate=10_fleet.gpu=h100``
+    (quotes dropped, other unsafe characters as ``-``)."""
     if not overrides:
         return "base"
-    name = "_".join(_UNSAFE.sub("-", o) for o in overrides)
+    name = "_".join(_UNSAFE.sub("-", o.replace('"', "").replace("'", "")) for o in overrides)
     return name if len(name) <= 120 else f"{name[:100]}-{_digest(overrides)}"
 
 
@@ -134,7 +135,8 @@ def _digest(overrides: tuple[str, ...]) -> str:
 
 
 def _parsed_values(overrides: tuple[str, ...]) -> dict:
-    """The value of each key as the scenario reads it (TOML-parsed), for the results table."""
+    """Each key's value for the results table: numbers, booleans and strings as the scenario
+    reads them (TOML), anything else (arrays, tables) as its text."""
     values: dict = {}
     for item in overrides:
         scratch: dict = {}
@@ -142,5 +144,6 @@ def _parsed_values(overrides: tuple[str, ...]) -> dict:
         node = scratch
         for part in key.split(".")[:-1]:
             node = node[part]
-        values[key] = node[key.split(".")[-1]]
+        value = node[key.split(".")[-1]]
+        values[key] = value if isinstance(value, int | float | str) else item.partition("=")[2]
     return values

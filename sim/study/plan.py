@@ -375,7 +375,7 @@ def _plan_option(
 def _replicas_guess(ev: Evaluator, items: tuple[str, ...]) -> int:
     """ceil(rate / throughput of one saturated replica), from one seed of one replica."""
     probe = (*items, "fleet.replicas=1")
-    if ev.src.data.get("sim", {}).get("duration_s") is not None:
+    if scenario_from_dict(ev.src.data, ev.src.source, list(ev.overrides)).sim.duration_s:
         probe += ("sim.drain=false",)  # a saturated replica need not clear its backlog
     row = ev.results(probe, seeds=1)
     departures, offered = row["saturation.departures_per_s"], row["saturation.offered_per_s"]

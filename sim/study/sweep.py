@@ -285,6 +285,10 @@ def sweep(
     with open_executor(workers, scheduler) as ex:
         table = execute(runs, ex, progress)
     results = point_results(table, points)
+    for frame in (table, results):  # a key with text and numbers (1, "auto") becomes text
+        for key in {k for p in points for k in p.values}:
+            if frame[key].map(type).nunique() > 1 and frame[key].map(type).eq(str).any():
+                frame[key] = frame[key].astype(str)
     results.to_parquet(out / "results.parquet", index=False)
     results.to_csv(out / "results.csv", index=False)
     table.to_parquet(out / "runs.parquet", index=False)
