@@ -163,6 +163,22 @@ def test_bad_slo_is_a_user_error(text, message):
         parse_slo(text)
 
 
+def test_an_option_whose_runs_raise_is_reported_and_the_others_still_planned(tmp_path):
+    result = plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        tps=[1, 2],
+        overrides=["batcher.gpu_memory_utilization=0.15"],  # 12 GB of an H100: no 8B at tp=1
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    status = result.options.set_index("tp")["status"]
+    assert status[2] == "ok"
+    assert status[1].startswith("error:") and "does not fit" in status[1]
+
+
 def test_a_gpu_without_a_price_is_named(tmp_path):
     with pytest.raises(UserError, match="no price for b200"):
         plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100", "b200"], out=tmp_path)

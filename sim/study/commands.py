@@ -152,7 +152,9 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tolerance", type=float, default=0.02, help="--max-rate: relative precision (0.02)"
     )
-    p.add_argument("--out", help="folder for runs and plan.csv (default runs/<scenario>-plan)")
+    p.add_argument(
+        "--out", help="folder for runs and plan.csv (default runs/<scenario>-plan or -max-rate)"
+    )
     _add_executor_options(p)
     add_set_option(p)
     p.set_defaults(func=_cmd_plan)
@@ -183,7 +185,8 @@ def _prices(items: list[str]) -> dict[str, float]:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from sim.study.plan import max_rate, plan, stderr_log
 
-    out = args.out or str(Path("runs") / f"{Path(args.scenario).stem}-plan")
+    kind = "max-rate" if args.max_rate else "plan"
+    out = args.out or str(Path("runs") / f"{Path(args.scenario).stem}-{kind}")
     common = {
         "slos": args.slo,
         "gpus": args.gpu,
