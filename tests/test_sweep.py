@@ -19,7 +19,7 @@ from sim.errors import UserError
 from sim.study.grid import grid_points, parse_axis
 from sim.study.stats import mean_ci
 from sim.study.sweep import sweep
-from tests.conftest import BASE, ROOT
+from tests.conftest import BASE, ROOT, scenario
 
 SMALL = {**copy.deepcopy(BASE), "sim": {"seed": 3, "duration_s": 20.0, "warmup_s": 2.0}}
 GRID = ["workload.rate=4,8"]
@@ -241,3 +241,17 @@ def test_import_sim_stays_light_until_an_api_function_is_used():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_python_api_takes_a_validated_scenario_as_well_as_a_dict(tmp_path):
+    import sim
+
+    def without_wall_time(run: sim.Run) -> dict:
+        return {k: v for k, v in run.summary.items() if k != "wall_s"}
+
+    validated = scenario("sim.duration_s=20.0", "sim.warmup_s=2.0")
+    from_object, from_dict = sim.run(validated, seed=4), sim.run(SMALL, seed=4)
+    assert without_wall_time(from_object) == without_wall_time(from_dict)
+    pd.testing.assert_frame_equal(from_object.requests, from_dict.requests)
+    swept = sim.sweep(validated, {"workload.rate": [4]}, out=tmp_path, workers=1)
+    assert swept.results["seeds_complete"].tolist() == [1]

@@ -99,33 +99,32 @@ def layout_runs(
     return runs
 
 
-def execute(
-    runs: list[PlannedRun], ex: Executor, progress: bool = False, desc: str = "sweep"
-) -> pd.DataFrame:
+def execute(runs: list[PlannedRun], ex: Executor, progress: bool = False) -> pd.DataFrame:
     """Run what is missing, reuse what is complete; one row per run (status, error, metrics)."""
     for run in runs:
         _check_not_stale(run)
     _remove_leftovers(runs)
-    todo = [r for r in runs if not r.run_dir.is_dir()]
+    by_dir = {r.task.run_dir: r for r in runs if not r.run_dir.is_dir()}
     outcomes = {
-        r.task.run_dir: RunOutcome(r.task, read_metrics(r.run_dir)) for r in runs if r not in todo
+        r.task.run_dir: RunOutcome(r.task, read_metrics(r.run_dir))
+        for r in runs
+        if r.task.run_dir not in by_dir
     }
     left = {r.point.name: 0 for r in runs}
-    for r in todo:
+    for r in by_dir.values():
         left[r.point.name] += 1
-    by_dir = {r.task.run_dir: r for r in todo}
-    with tqdm(total=len(todo), unit="run", desc=desc, disable=not progress) as bar:
+    todo = [r.task for r in by_dir.values()]
+    with tqdm(total=len(todo), unit="run", desc="sweep", disable=not progress) as bar:
         bar.set_postfix_str(_points_done(left))
-        for outcome in ex.outcomes(run_one, [r.task for r in todo]):
+        for outcome in ex.outcomes(run_one, todo):
             run = by_dir[outcome.task.run_dir]
             _record(run, outcome)
             outcomes[outcome.task.run_dir] = outcome
             left[run.point.name] -= 1
             bar.set_postfix_str(_points_done(left), refresh=False)
             bar.update()
-    new = set(by_dir)
     return pd.DataFrame(
-        [_run_row(r, outcomes[r.task.run_dir], r.task.run_dir in new) for r in runs]
+        [_run_row(r, outcomes[r.task.run_dir], r.task.run_dir in by_dir) for r in runs]
     )
 
 
