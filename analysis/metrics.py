@@ -1,4 +1,4 @@
-"""Latency, throughput and utilization, computed from the trace tables alone."""
+"""Latency and throughput, computed from the trace tables alone (utilization: utilization.py)."""
 
 from __future__ import annotations
 
@@ -58,34 +58,6 @@ def throughput(data: RunData) -> dict[str, float]:
     }
 
 
-def busy_fraction_per_replica(data: RunData) -> pd.Series:
-    """Fraction of the simulated time each replica spent running iterations."""
-    steps = data.steps
-    busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
-    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
-    return busy.reindex(index, fill_value=0.0) / data.simulated_s
-
-
-def kv_occupancy_per_replica(data: RunData) -> pd.Series:
-    """Time-weighted mean fraction of each replica's KV-cache blocks in use (idle time = 0)."""
-    steps = data.steps
-    weighted = (
-        (steps["kv_blocks_used"] * (steps["end_s"] - steps["start_s"]))
-        .groupby(steps["replica"])
-        .sum()
-    )
-    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
-    return weighted.reindex(index, fill_value=0.0) / (data.simulated_s * data.kv_capacity_blocks)
-
-
-def utilization(data: RunData) -> dict[str, float]:
-    """Fleet busy fraction and mean KV occupancy (means over replicas of equal size)."""
-    return {
-        "gpu_busy_fraction": float(busy_fraction_per_replica(data).mean()),
-        "kv_occupancy_mean": float(kv_occupancy_per_replica(data).mean()),
-    }
-
-
 def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average number of requests inside the fleet (arrived, not finished) over [t0, t1]."""
     served = requests[requests["status"] != "rejected"]
@@ -93,3 +65,36 @@ def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
     end = served["finish_s"].fillna(np.inf).to_numpy()
     overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
     return float(overlap.sum() / (t1 - t0))
+
+
+def batching(data: RunData) -> dict[str, float | int | None]:
+    """Iteration-weighted batch size and tokens per iteration, preemptions, prefix hits.
+
+    mean_batch_size: sequences per iteration (decoding plus those with a prompt chunk);
+    mean_tokens_per_iteration: decode tokens plus prompt tokens per iteration;
+    prefix_cache_hit_rate: prompt tokens served from the prefix cache at admission over all
+    prompt tokens of the measured admitted requests (None when prefix caching is off).
+    """
+    steps = data.steps
+    iterations = steps["iterations"].sum()
+    measured = data.measured
+    admitted = measured[measured["first_scheduled_s"].notna()]
+    caching = getattr(data.scenario.batcher, "prefix_caching", False)
+    prompt_tokens = admitted["prompt_tokens"].sum()
+    return {
+        "mean_batch_size": float(
+            (steps["iterations"] * steps["decode_seqs"] + steps["prefill_seqs"]).sum() / iterations
+        )
+        if iterations
+        else 0.0,
+        "mean_tokens_per_iteration": float(
+            (steps["iterations"] * steps["decode_seqs"] + steps["prefill_tokens"]).sum()
+            / iterations
+        )
+        if iterations
+        else 0.0,
+        "preemptions": int(measured["preemptions"].sum()),
+        "prefix_cache_hit_rate": float(admitted["cached_prompt_tokens"].sum() / prompt_tokens)
+        if caching and prompt_tokens
+        else None,
+    }

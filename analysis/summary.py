@@ -6,8 +6,15 @@ import json
 from pathlib import Path
 
 from analysis.economics import economics
-from analysis.metrics import distribution, latencies, request_counts, throughput, utilization
+from analysis.metrics import (
+    batching,
+    distribution,
+    latencies,
+    request_counts,
+    throughput,
+)
 from analysis.rundata import RunData, load_run
+from analysis.utilization import fleet_utilization
 
 
 def summarize(data: RunData) -> dict:
@@ -22,8 +29,22 @@ def summarize(data: RunData) -> dict:
         "requests": request_counts(measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
-        "utilization": utilization(data),
+        "utilization": fleet_utilization(data),
+        "batching": batching(data),
         "economics": economics(data),
+        "classes": per_class(data),
+    }
+
+
+def per_class(data: RunData) -> dict[str, dict]:
+    """Request counts and latency distributions of each request class (measured requests)."""
+    measured = data.measured
+    return {
+        str(name): {
+            "requests": request_counts(group),
+            "latency_s": {k: distribution(v) for k, v in latencies(group).items()},
+        }
+        for name, group in measured.groupby("class", sort=True)
     }
 
 

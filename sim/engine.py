@@ -14,9 +14,9 @@ import simpy
 from simpy.core import URGENT
 from tqdm import tqdm
 
-from sim.batcher import ContinuousBatcher
+from sim.batching import make_batcher
 from sim.errors import UserError
-from sim.memory import kv_capacity_blocks
+from sim.memory import kv_capacity_blocks, swap_s_per_block
 from sim.perf import make_step_time_model
 from sim.recorder import Recorder, write_table
 from sim.replica import Replica
@@ -26,7 +26,7 @@ from sim.scenario import Scenario
 from sim.workload import Workload, generate_workload, length_bounds
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
-STREAMS = ("arrivals", "classes", "lengths", "perf", "router")
+STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
 
 
 class CountingEnvironment(simpy.Environment):
@@ -126,7 +126,13 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         Replica(
             env,
             i,
-            ContinuousBatcher(scenario.batcher, capacity, recorder),
+            make_batcher(
+                scenario.batcher,
+                capacity,
+                recorder,
+                swap_s_per_block(scenario),
+                workload.prefix_block_tokens,
+            ),
             make_step_time_model(scenario, np.random.default_rng(perf_seeds[i])),
             recorder,
             scenario.sim.step_compression,
@@ -173,13 +179,15 @@ def _arrivals(
     outputs = workload.output_tokens.tolist()
     classes = workload.class_index.tolist()
     priorities = workload.class_priorities
+    hashes = workload.prefix_hashes or ()
     chosen = recorder.replica
     for rid, arrival_s in enumerate(arrivals):
         delay = arrival_s - env.now
         if delay > 0:
             yield UrgentTimeout(env, delay)
         cls = classes[rid]
-        req = Request(rid, cls, priorities[cls], arrival_s, prompts[rid], outputs[rid])
+        prefix = hashes[rid] if hashes else ()
+        req = Request(rid, cls, priorities[cls], arrival_s, prompts[rid], outputs[rid], prefix)
         index = router.choose(replicas)
         chosen[rid] = index
         replicas[index].submit(req)

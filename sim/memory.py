@@ -35,3 +35,13 @@ def kv_capacity_blocks(scenario: Scenario) -> int:
             f"({usable / 1e9:.1f} GB usable); raise fleet.tp or use a smaller weight_dtype"
         )
     return int(free // block_bytes)
+
+
+def swap_s_per_block(scenario: Scenario) -> float:
+    """Seconds to move one KV-cache block between GPU and host memory, one way.
+
+    Each of the replica's `tp` GPUs moves its shard over its own host link at once.
+    """
+    gpu = scenario.accelerator()
+    block_bytes = scenario.batcher.block_size * kv_bytes_per_token(scenario)
+    return block_bytes / (gpu.host_bw_gb_s * 1e9 * scenario.fleet.tp)

@@ -29,6 +29,7 @@ class Recorder:
         self.first_token_s = np.full(n, np.nan)
         self.finish_s = np.full(n, np.nan)
         self.preemptions = np.zeros(n, dtype=np.int32)
+        self.cached_prompt_tokens = np.zeros(n, dtype=np.int64)
         self.status = np.zeros(n, dtype=np.int8)
         self.num_completed = 0
         self.num_rejected = 0
@@ -37,6 +38,7 @@ class Recorder:
             "start_s": array("d"),
             "end_s": array("d"),
             "iterations": array("q"),
+            "prefill_seqs": array("q"),
             "prefill_tokens": array("q"),
             "decode_seqs": array("q"),
             "decode_context": array("q"),
@@ -59,6 +61,7 @@ class Recorder:
         start_s: float,
         end_s: float,
         iterations: int,
+        prefill_seqs: int,
         prefill_tokens: int,
         decode_seqs: int,
         decode_context: int,
@@ -74,6 +77,7 @@ class Recorder:
         s["start_s"].append(start_s)
         s["end_s"].append(end_s)
         s["iterations"].append(iterations)
+        s["prefill_seqs"].append(prefill_seqs)
         s["prefill_tokens"].append(prefill_tokens)
         s["decode_seqs"].append(decode_seqs)
         s["decode_context"].append(decode_context)
@@ -96,6 +100,7 @@ class Recorder:
                 "first_token_s": self.first_token_s,
                 "finish_s": self.finish_s,
                 "preemptions": self.preemptions,
+                "cached_prompt_tokens": self.cached_prompt_tokens,
                 "status": pa.array(np.array(STATUS_NAMES, dtype=object)[self.status].tolist()),
             }
         )

@@ -1,20 +1,22 @@
 """One model instance on `tp` GPUs: its SimPy process, with step compression.
 
 The process loops: ask the batcher for the next iteration; if there is none, sleep until a
-request arrives; else run it. A pure decode iteration that the batcher says may repeat unchanged
-``k`` times runs as one timeout covering all ``k`` (step compression). A request that arrives
-during such a stretch and could be admitted interrupts it; the stretch then ends at the first
-iteration boundary at or after the arrival, exactly where step-by-step mode would admit it.
+request arrives (or until the batcher's own deadline, for dynamic batching); else run it. A pure
+decode iteration that the batcher says may repeat unchanged ``k`` times runs as one timeout
+covering all ``k`` (step compression). A request that arrives during such a stretch and could
+change it interrupts the stretch, which then ends at the first iteration boundary at or after
+the arrival, exactly where step-by-step mode would take the request in.
 
 Tie order at equal simulated times: arrivals (URGENT events) come before iteration boundaries
-(NORMAL events), so a request arriving exactly at a boundary is seen by that boundary's decision.
+and deadlines (NORMAL events), so a request arriving exactly at a boundary is seen by that
+boundary's decision.
 """
 
 from __future__ import annotations
 
 import simpy
 
-from sim.batcher import ContinuousBatcher, Step
+from sim.batching import Batcher, Step
 from sim.perf import StepTimeModel
 from sim.recorder import Recorder
 from sim.request import Request
@@ -27,7 +29,7 @@ class Replica:
         self,
         env: simpy.Environment,
         index: int,
-        batcher: ContinuousBatcher,
+        batcher: Batcher,
         perf: StepTimeModel,
         recorder: Recorder,
         compress: bool,
@@ -46,14 +48,13 @@ class Replica:
 
     def submit(self, req: Request) -> None:
         """Take a routed request: reject it, or queue it and wake or interrupt the process."""
-        reason = self.batcher.rejection(req)
-        if reason is not None:
+        if self.batcher.rejection(req) is not None:
             self.recorder.rejected(req.rid)
             return
         self.batcher.enqueue(req)
         if self._wake is not None:
-            self._wake.succeed()
-            self._wake = None
+            if not self._wake.triggered:
+                self._wake.succeed()
         elif self._interruptible and self.batcher.could_start_now(req):
             self._interruptible = False
             self.process.interrupt()
@@ -63,8 +64,7 @@ class Replica:
         while True:
             step = batcher.schedule(env.now)
             if step is None:
-                self._wake = env.event()
-                yield self._wake
+                yield from self._sleep()
                 continue
             start = env.now
             if step.max_iterations > 1 and self.compress:
@@ -72,31 +72,48 @@ class Replica:
             else:
                 iterations = 1
                 yield env.timeout(self._one_iteration_s(step))
-            blocks = batcher.advance(iterations, env.now)
+            blocks = batcher.advance(step, iterations, env.now)
             work = step.work
             self.recorder.step(
                 self.index,
                 start,
                 env.now,
                 iterations,
+                step.prefill_seqs,
                 work.prefill_tokens,
                 work.decode_seqs,
                 work.decode_context,
                 blocks,
             )
 
+    def _sleep(self):
+        """Wait for an arrival, or for the batcher's deadline if it has one."""
+        self._wake = self.env.event()
+        deadline = self.batcher.wake_at()
+        if deadline is None:
+            yield self._wake
+        else:
+            yield self._wake | self.env.timeout(max(0.0, deadline - self.env.now))
+        self._wake = None
+
     def _one_iteration_s(self, step: Step) -> float:
         work = step.work
         if work.prefill_tokens:
-            return self.perf.step_s(work)
-        return self.perf.decode_stretch_s(work.decode_seqs, work.decode_context, 1)[0]
+            compute_s = self.perf.step_s(work)
+        else:
+            compute_s = self.perf.decode_stretch_s(work.decode_seqs, work.decode_context, 1)[0]
+        return compute_s + step.per_iteration_s + step.once_s
 
     def _run_stretch(self, step: Step):
         """Run up to `step.max_iterations` decode iterations as one event; returns how many ran."""
         env, work = self.env, step.work
-        durations = self.perf.decode_stretch_s(
-            work.decode_seqs, work.decode_context, step.max_iterations
-        )
+        durations = [
+            d + step.per_iteration_s
+            for d in self.perf.decode_stretch_s(
+                work.decode_seqs, work.decode_context, step.max_iterations
+            )
+        ]
+        durations[0] += step.once_s
         start = end = env.now
         for d in durations:
             end += d

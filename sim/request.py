@@ -25,6 +25,8 @@ class Request:
         "finish_clock",
         "epoch",
         "admit_seq",
+        "prefill_target",
+        "prefix_hashes",
     )
 
     def __init__(
@@ -35,6 +37,7 @@ class Request:
         arrival_s: float,
         prompt_tokens: int,
         output_tokens: int,
+        prefix_hashes: tuple[int, ...] = (),
     ) -> None:
         self.rid = rid
         self.class_index = class_index
@@ -49,6 +52,8 @@ class Request:
         self.finish_clock = 0
         self.epoch = 0
         self.admit_seq = 0
+        self.prefill_target = 0
+        self.prefix_hashes = prefix_hashes
 
     @property
     def known_tokens(self) -> int:

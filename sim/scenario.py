@@ -104,6 +104,21 @@ class RequestClass(Section):
     priority: int = Field(default=0, description="higher is served first by priority batchers")
     slo_ttft_s: float | None = Field(default=None, gt=0, description="time-to-first-token SLO")
     slo_tpot_s: float | None = Field(default=None, gt=0, description="time-per-output-token SLO")
+    shared_prefix_tokens: int = Field(
+        default=0, ge=0, description="leading prompt tokens shared by the class (system prompt)"
+    )
+    shared_prefix_fraction: float = Field(
+        default=1.0, ge=0, le=1, description="share of the class's requests that carry it"
+    )
+    input_usd_per_million: float | None = Field(
+        default=None, ge=0, description="this class's prompt-token price (default: [economics])"
+    )
+    output_usd_per_million: float | None = Field(
+        default=None, ge=0, description="this class's output-token price (default: [economics])"
+    )
+    cached_input_usd_per_million: float | None = Field(
+        default=None, ge=0, description="this class's cached-prefix price (default: [economics])"
+    )
 
 
 class WorkloadConfig(Section):
@@ -202,18 +217,72 @@ class FleetConfig(Section):
 # ----------------------------------------------------------------------------- [batcher]
 
 
-class ContinuousBatcherConfig(Section):
-    """vLLM-style continuous batching (iteration-level scheduling, paged KV cache)."""
+class _BatcherBase(Section):
+    """KV-cache memory and per-iteration CPU time, common to every batcher."""
+
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+    cpu_overhead_s: float = Field(
+        default=0.0, ge=0, description="host time per iteration (scheduling, input preparation)"
+    )
+    cpu_overhead_per_seq_s: float = Field(
+        default=0.0, ge=0, description="host time per iteration and sequence in the batch"
+    )
+
+
+class ContinuousBatcherConfig(_BatcherBase):
+    """Continuous batching (Orca, vLLM): iteration-level scheduling over a paged KV cache."""
 
     kind: Literal["continuous"] = "continuous"
     max_num_seqs: int = Field(default=256, ge=1, description="running sequences per replica")
     max_num_batched_tokens: int = Field(default=8192, ge=1, description="tokens per iteration")
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
-    block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
+    chunked_prefill: bool = Field(
+        default=False, description="split prompts over iterations under the token budget"
+    )
+    mix_prefill_decode: bool = Field(
+        default=True, description="false: an iteration prefills or decodes, never both (vLLM v0)"
+    )
+    order: Literal["fcfs", "priority", "shortest_prompt"] = "fcfs"
+    preemption: Literal["recompute", "swap"] = "recompute"
+    prefix_caching: bool = False
+    cuda_graph_padding: bool = Field(
+        default=False, description="pad decode batches to captured CUDA-graph sizes"
+    )
+
+    @model_validator(mode="after")
+    def _chunking_needs_mixing(self) -> ContinuousBatcherConfig:
+        if self.chunked_prefill and not self.mix_prefill_decode:
+            raise ValueError("chunked_prefill needs mix_prefill_decode = true")
+        return self
+
+
+class StaticBatcherConfig(_BatcherBase):
+    """Static batching (FasterTransformer): a padded batch runs until its longest request ends."""
+
+    kind: Literal["static"]
+    max_batch: int = Field(default=8, ge=1, description="requests per batch")
+
+
+class DynamicBatcherConfig(_BatcherBase):
+    """Dynamic batching (Triton): a batch starts when full or when its oldest request waited."""
+
+    kind: Literal["dynamic"]
+    max_batch: int = Field(default=8, ge=1, description="requests per batch")
+    max_queue_delay_s: float = Field(default=0.01, ge=0, description="longest wait to fill")
+    preferred_batch_sizes: list[int] | None = Field(
+        default=None, description="sizes started at once when that many requests wait"
+    )
+
+    @model_validator(mode="after")
+    def _preferred_within_max(self) -> DynamicBatcherConfig:
+        too_big = [b for b in self.preferred_batch_sizes or [] if not 1 <= b <= self.max_batch]
+        if too_big:
+            raise ValueError(f"preferred_batch_sizes {too_big} must lie in 1..max_batch")
+        return self
 
 
 BatcherConfig = Annotated[
-    Union[ContinuousBatcherConfig],  # noqa: UP007
+    Union[ContinuousBatcherConfig, StaticBatcherConfig, DynamicBatcherConfig],  # noqa: UP007
     Field(discriminator="kind"),
 ]
 
@@ -266,13 +335,76 @@ PerfConfig = Annotated[
 # ----------------------------------------------------------------------------- [economics]
 
 
-class EconomicsConfig(Section):
-    """Prices: what the GPUs cost and what customers pay (USD)."""
+class EnergyConfig(Section):
+    """Electricity of the GPUs: board power (fractions of TDP) x PUE x price per kWh.
 
-    gpu_usd_per_hour: float = Field(ge=0, description="price of one GPU for one hour")
+    No price default: electricity prices differ several-fold between sites. PUE defaults to 1.58,
+    the industry average of the Uptime Institute Global Data Center Survey 2023 (Uptime
+    Intelligence Update 221, 2023-11-23). Busy power defaults to the whole TDP, the board's rated
+    ceiling, so the default is an upper bound; idle power has no citable default and must be given.
+    """
+
+    usd_per_kwh: float = Field(ge=0, description="electricity price, USD per kWh")
+    idle_power_fraction: float = Field(ge=0, le=1, description="idle board power / TDP")
+    busy_power_fraction: float = Field(default=1.0, ge=0, le=1, description="busy power / TDP")
+    pue: float = Field(default=1.58, ge=1, description="facility power / IT power")
+    source: str = Field(default="", description="where the energy figures come from")
+
+
+PricingMode = Literal["on_demand", "reserved", "spot", "owned"]
+
+
+class EconomicsConfig(Section):
+    """What the GPUs cost and what customers pay (USD).
+
+    GPU time is billed for every provisioned GPU-hour, busy or not. Rented GPUs (`on_demand`,
+    `reserved`, `spot`) cost `gpu_usd_per_hour`, or the default of the fleet's GPU and pricing
+    mode from the defaults table (docs/economics.md); `owned` GPUs cost their purchase price
+    spread over `amortization_years`. Token prices here are the defaults of request classes
+    that set none; `slo_refund_fraction` of a request's price is refunded when it misses an SLO
+    of its class.
+    """
+
+    pricing: PricingMode = "on_demand"
+    gpu_usd_per_hour: float | None = Field(
+        default=None, ge=0, description="price of one GPU for one hour (rented modes)"
+    )
+    purchase_usd_per_gpu: float | None = Field(default=None, ge=0, description="owned: price paid")
+    amortization_years: float | None = Field(default=None, gt=0, description="owned: write-off")
+    overhead_usd_per_gpu_hour: float = Field(
+        default=0.0, ge=0, description="networking, storage, staff: per provisioned GPU-hour"
+    )
+    energy: EnergyConfig | None = None
     input_usd_per_million: float = Field(ge=0, description="price of 1e6 prompt tokens")
     output_usd_per_million: float = Field(ge=0, description="price of 1e6 output tokens")
+    cached_input_usd_per_million: float | None = Field(
+        default=None, ge=0, description="price of 1e6 cached-prefix prompt tokens (default: input)"
+    )
+    slo_refund_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="share of a request's price refunded on an SLO miss"
+    )
     price_source: str = Field(default="", description="where the prices come from, with date")
+
+    @model_validator(mode="after")
+    def _pricing_fields(self) -> EconomicsConfig:
+        owned = {"purchase_usd_per_gpu", "amortization_years"}
+        if self.pricing == "owned":
+            missing = [f for f in sorted(owned) if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"pricing = 'owned' needs {', '.join(missing)}")
+            if self.gpu_usd_per_hour is not None:
+                raise ValueError(
+                    "pricing = 'owned' derives the hourly price from purchase_usd_per_gpu and "
+                    "amortization_years; remove gpu_usd_per_hour"
+                )
+        else:
+            given = [f for f in sorted(owned) if getattr(self, f) is not None]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} apply to pricing = 'owned' only (pricing is "
+                    f"'{self.pricing}'); remove them or set pricing = 'owned'"
+                )
+        return self
 
 
 # ----------------------------------------------------------------------------- the scenario

@@ -36,6 +36,7 @@ class Workload:
     class_names: tuple[str, ...]
     class_priorities: tuple[int, ...]
     prefix_hashes: tuple[tuple[int, ...], ...] | None = None
+    prefix_block_tokens: int = 16
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -56,6 +57,7 @@ def generate_workload(scenario: Scenario, rngs: dict[str, np.random.Generator]) 
         idx = np.flatnonzero(classes == k)
         p, o = _draw_lengths(cls.prompt_tokens, cls.output_tokens, len(idx), rngs["lengths"], base)
         prompts[idx], outputs[idx] = p, o
+    hashes = _shared_prefixes(wl, classes, prompts, rngs["prefixes"])
     return Workload(
         times,
         prompts,
@@ -63,7 +65,34 @@ def generate_workload(scenario: Scenario, rngs: dict[str, np.random.Generator]) 
         classes,
         tuple(c.name for c in wl.classes),
         tuple(c.priority for c in wl.classes),
+        hashes,
+        SYNTHETIC_PREFIX_BLOCK_TOKENS,
     )
+
+
+SYNTHETIC_PREFIX_BLOCK_TOKENS = 16
+MOONCAKE_PREFIX_BLOCK_TOKENS = 512  # hash_ids of the Mooncake release cover 512-token blocks
+
+
+def _shared_prefixes(
+    wl: WorkloadConfig, classes: np.ndarray, prompts: np.ndarray, rng: np.random.Generator
+) -> tuple[tuple[int, ...], ...] | None:
+    """Prefix block hashes of the classes' shared system prompts (None when no class has one).
+
+    A request of a class with ``shared_prefix_tokens`` starts with that class's prompt with
+    probability ``shared_prefix_fraction`` (capped at its own prompt length).
+    """
+    if not any(c.shared_prefix_tokens for c in wl.classes):
+        return None
+    block = SYNTHETIC_PREFIX_BLOCK_TOKENS
+    shares = rng.uniform(size=len(classes))
+    hashes: list[tuple[int, ...]] = []
+    for k, prompt, u in zip(classes.tolist(), prompts.tolist(), shares.tolist(), strict=True):
+        cls = wl.classes[k]
+        blocks = min(cls.shared_prefix_tokens, prompt) // block
+        shared = u < cls.shared_prefix_fraction
+        hashes.append(tuple((k << 32) | j for j in range(blocks)) if shared else ())
+    return tuple(hashes)
 
 
 # ----------------------------------------------------------------------------- arrivals
@@ -223,4 +252,5 @@ def _from_trace(
         names,
         priorities,
         hashes,
+        MOONCAKE_PREFIX_BLOCK_TOKENS,
     )

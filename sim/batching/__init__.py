@@ -1,0 +1,89 @@
+"""Batchers: a replica's queues, KV-cache blocks and the decision of each iteration.
+
+Policies, chosen by ``[batcher] kind``:
+
+* ``continuous`` (:mod:`sim.batching.continuous`): Orca / vLLM iteration-level scheduling,
+  optionally with chunked prefill (Sarathi-Serve), vLLM-v0 prefill-or-decode iterations,
+  priority or shortest-prompt-first order, swap preemption and prefix caching.
+* ``static`` and ``dynamic`` (:mod:`sim.batching.run_to_completion`): FasterTransformer and
+  Triton style batches that run to completion while nothing joins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sim.perf import StepWork
+from sim.recorder import Recorder
+from sim.request import Request
+from sim.scenario import ContinuousBatcherConfig, DynamicBatcherConfig, StaticBatcherConfig
+
+
+@dataclass(slots=True)
+class Step:
+    """The next iteration and how many identical iterations may follow in a row.
+
+    per_iteration_s: host time added to every iteration (CPU overhead); once_s: time added to
+    the first iteration only (KV swap transfers); prefill_seqs: sequences with a prompt chunk.
+    """
+
+    work: StepWork
+    max_iterations: int = 1
+    prefill_seqs: int = 0
+    per_iteration_s: float = 0.0
+    once_s: float = 0.0
+
+
+class Batcher(Protocol):
+    """What a replica asks of its batcher."""
+
+    outstanding: int
+    """Requests inside the replica (waiting, running or swapped out), kept as a counter."""
+
+    def rejection(self, req: Request) -> str | None:
+        """Why `req` can never be served by this replica, or None."""
+        ...
+
+    def enqueue(self, req: Request) -> None:
+        """Accept an arrived request."""
+        ...
+
+    def could_start_now(self, req: Request) -> bool:
+        """Whether the just-enqueued `req` may change the next iteration (interrupt a stretch)."""
+        ...
+
+    def schedule(self, now: float) -> Step | None:
+        """The next iteration at time `now`, or None when there is nothing to run now."""
+        ...
+
+    def wake_at(self) -> float | None:
+        """While idle: when to decide again even if nothing arrives (None: only on arrival)."""
+        ...
+
+    def advance(self, step: Step, iterations: int, end_s: float) -> int:
+        """Apply `iterations` runs of `step` ending at `end_s`; returns KV blocks in use."""
+        ...
+
+
+def cpu_overhead_s(cfg: ContinuousBatcherConfig | StaticBatcherConfig, seqs: int) -> float:
+    """Host time of one iteration of `seqs` sequences."""
+    return cfg.cpu_overhead_s + cfg.cpu_overhead_per_seq_s * seqs
+
+
+def make_batcher(
+    cfg: ContinuousBatcherConfig | StaticBatcherConfig | DynamicBatcherConfig,
+    capacity_blocks: int,
+    recorder: Recorder,
+    swap_s_per_block: float,
+    prefix_block_tokens: int,
+) -> Batcher:
+    """The batcher of the scenario's ``[batcher] kind`` for one replica."""
+    from sim.batching.continuous import ContinuousBatcher
+    from sim.batching.run_to_completion import RunToCompletionBatcher
+
+    if isinstance(cfg, ContinuousBatcherConfig):
+        return ContinuousBatcher(
+            cfg, capacity_blocks, recorder, swap_s_per_block, prefix_block_tokens
+        )
+    return RunToCompletionBatcher(cfg, capacity_blocks, recorder)
