@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from analysis.economics import GPU_PRICE_DEFAULTS
 from sim.cli import main
 from sim.errors import UserError
 from sim.study.plan import (
@@ -77,14 +78,23 @@ def test_plan_ranks_options_by_cost_per_hour(tmp_path):
         fleet(0.25, 10.0),
         rate=10.0,
         slos=["ttft_p99=0.3"],
-        gpus=["h100", "h200"],
+        gpus=["h100", "h200", "b200"],
         prices={"h200": 3.0},
         seeds=2,
         out=tmp_path,
         workers=1,
     )
-    assert list(result.options["gpu"]) == ["h200", "h100"]
-    assert list(result.options["usd_per_hour"]) == [9.0, 12.0]
+    options = result.options.set_index("gpu")
+    assert list(options.index) == ["h200", "h100", "b200"]
+    # h100: the scenario's own $4/h; h200: --price; b200: the on-demand default of economics
+    assert list(options["usd_per_gpu_hour"]) == [
+        3.0,
+        4.0,
+        GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour,
+    ]
+    assert options["usd_per_hour"].tolist() == pytest.approx(
+        [3 * 3.0, 3 * 4.0, 3 * GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour]
+    )
 
 
 @pytest.mark.parametrize("service_s, replicas", [(0.25, 2), (0.2, 3)])
@@ -145,8 +155,8 @@ def test_highest_rate_brackets_then_bisects_to_the_tolerance(capacity, start):
     def check(rate: float) -> Verdict:
         return Verdict(rate <= capacity, False, 0.0, "", {})
 
-    rate, _ = highest_rate(check, start, 0.02)
-    assert 0.98 * capacity <= rate <= capacity
+    found = highest_rate(check, start, 0.02)
+    assert 0.98 * capacity <= found.rate <= capacity
 
 
 @pytest.mark.parametrize(
@@ -180,8 +190,8 @@ def test_an_option_whose_runs_raise_is_reported_and_the_others_still_planned(tmp
 
 
 def test_a_gpu_without_a_price_is_named(tmp_path):
-    with pytest.raises(UserError, match="no price for b200"):
-        plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100", "b200"], out=tmp_path)
+    with pytest.raises(UserError, match="no price for gpu 'mi300x' with pricing 'on_demand'"):
+        plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100", "mi300x"], out=tmp_path)
 
 
 def test_planning_needs_two_seeds_for_an_interval(tmp_path):

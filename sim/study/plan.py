@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.economics import GPU_PRICE_DEFAULTS, SECONDS_PER_HOUR, gpu_price
 from sim.errors import UserError
-from sim.scenario import scenario_from_dict
+from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
 from sim.study.saturation import MIN_GROWTH_REQUESTS
@@ -169,37 +170,44 @@ def fewest_replicas(feasible: Callable[[int], bool], guess: int, max_replicas: i
     return high
 
 
-def highest_rate(
-    check: Callable[[float], Verdict], start: float, tolerance: float
-) -> tuple[float | None, Verdict | None]:
-    """Highest feasible arrival rate (req/s) to within `tolerance` (relative), and the verdict on
-    the lowest infeasible rate tried (what limits it). None when even start / 2**20 fails.
+@dataclass(frozen=True)
+class RateSearch:
+    """The highest feasible rate found (req/s) with its verdict, and the lowest infeasible one."""
+
+    rate: float | None
+    at: Verdict | None
+    limit: Verdict | None
+
+
+def highest_rate(check: Callable[[float], Verdict], start: float, tolerance: float) -> RateSearch:
+    """Highest feasible arrival rate to within `tolerance` (relative); rate None when even
+    start / 2**20 fails, limit None when even start * 2**20 holds.
 
     Brackets by doubling or halving from `start`; a saturated point's departure rate (the
     fleet's throughput, its capacity) is tried next, then bisection.
     """
-    low: float | None = None
+    low: tuple[float, Verdict] | None = None
     high: tuple[float, Verdict] | None = None
     rate = _round(start)
     for _ in range(MAX_DOUBLINGS + 1):
         verdict = check(rate)
         if verdict.feasible:
-            low = rate
+            low = (rate, verdict)
         else:
             high = (rate, verdict)
         if low is not None and high is not None:
             break
-        rate = _round(2 * low) if low is not None else _next_below(high[0], high[1], tolerance)
+        rate = _round(2 * low[0]) if low is not None else _next_below(high, tolerance)
     else:
-        return low, None
-    while high[0] - low > tolerance * high[0]:
-        rate = _next_between(low, high, tolerance)
+        return RateSearch(*(low or (None, None)), high[1] if high else None)
+    while high[0] - low[0] > tolerance * high[0]:
+        rate = _next_between(low[0], high, tolerance)
         verdict = check(rate)
         if verdict.feasible:
-            low = rate
+            low = (rate, verdict)
         else:
             high = (rate, verdict)
-    return low, high[1]
+    return RateSearch(low[0], low[1], high[1])
 
 
 def _round(rate: float) -> float:
@@ -214,9 +222,9 @@ def _capacity(verdict: Verdict, tolerance: float) -> float | None:
     return _round(verdict.row["saturation.departures_per_s"] * (1.0 - tolerance / 2))
 
 
-def _next_below(high: float, verdict: Verdict, tolerance: float) -> float:
-    guess = _capacity(verdict, tolerance)
-    return guess if guess is not None and 0 < guess < high else _round(high / 2)
+def _next_below(high: tuple[float, Verdict], tolerance: float) -> float:
+    guess = _capacity(high[1], tolerance)
+    return guess if guess is not None and 0 < guess < high[0] else _round(high[0] / 2)
 
 
 def _next_between(low: float, high: tuple[float, Verdict], tolerance: float) -> float:
@@ -230,21 +238,26 @@ def _next_between(low: float, high: tuple[float, Verdict], tolerance: float) -> 
 
 @dataclass(frozen=True)
 class Option:
-    """One GPU type and tensor-parallel degree, with the price of one of its GPUs."""
+    """One GPU type and tensor-parallel degree, with the price of one of its GPUs (USD/h)."""
 
     gpu: str
     tp: int
     usd_per_gpu_hour: float
+    set_price: bool  # write the price into the runs' [economics] (rented pricing modes)
 
-    def overrides(self, priced_scenario: bool) -> tuple[str, ...]:
-        """``--set`` items for this option (and its GPU price, where the scenario has prices)."""
+    def overrides(self) -> tuple[str, ...]:
+        """``--set`` items for this option (and its GPU price, where the runs are priced)."""
         items = (f"fleet.gpu={json.dumps(self.gpu)}", f"fleet.tp={self.tp}")
-        if priced_scenario:
+        if self.set_price:
             items += (f"economics.gpu_usd_per_hour={self.usd_per_gpu_hour}",)
         return items
 
-    def usd_per_hour(self, replicas: int) -> float:
-        """Price of `replicas` replicas of this option for one hour."""
+    def usd_per_hour(self, replicas: int, row: Mapping) -> float:
+        """Cost of the fleet for one hour: the runs' ``economics.cost_usd`` per simulated hour
+        (GPUs, overhead and energy; docs/economics.md), or GPUs x price without [economics]."""
+        cost = row.get("economics.cost_usd", math.nan)
+        if math.isfinite(cost):
+            return cost / row["simulated_s"] * SECONDS_PER_HOUR
         return replicas * self.tp * self.usd_per_gpu_hour
 
 
@@ -254,21 +267,39 @@ def _options(
     gpus: Iterable[str] | None,
     tps: Iterable[int] | None,
     prices: Mapping[str, float] | None,
-) -> tuple[list[Option], bool]:
-    """The GPU x TP options, each priced; and whether the scenario has an [economics] section."""
+) -> list[Option]:
+    """The GPU x TP options, each priced (see :func:`_gpu_price`)."""
     base = scenario_from_dict(src.data, src.source, list(overrides))
-    prices = dict(prices or {})
-    if base.economics is not None:
-        prices.setdefault(base.fleet.gpu, base.economics.gpu_usd_per_hour)
-    gpus = list(gpus or [base.fleet.gpu])
-    unpriced = [g for g in gpus if g not in prices]
-    if unpriced:
+    given = dict(prices or {})
+    eco = base.economics
+    owned = eco is not None and eco.pricing == "owned"
+    if owned and (given or any(g != base.fleet.gpu for g in gpus or [])):
         raise UserError(
-            f"no price for {', '.join(unpriced)}: add --price GPU=USD_PER_GPU_HOUR for each "
-            f"(sim/data/catalog/prices.csv lists rental prices with their sources)"
+            "economics.pricing = 'owned' prices only the scenario's own GPU from its purchase "
+            "price; compare GPU types (--gpu, --price) under a rented pricing mode"
         )
-    options = [Option(g, t, prices[g]) for g in gpus for t in (tps or [base.fleet.tp])]
-    return options, base.economics is not None
+    return [
+        Option(gpu, tp, _gpu_price(base, gpu, given), eco is not None and not owned)
+        for gpu in gpus or [base.fleet.gpu]
+        for tp in tps or [base.fleet.tp]
+    ]
+
+
+def _gpu_price(base: Scenario, gpu: str, given: Mapping[str, float]) -> float:
+    """USD per GPU-hour: --price, else the scenario's price for its own GPU, else the default of
+    the scenario's pricing mode (on_demand without [economics]) from analysis.economics."""
+    if gpu in given:
+        return given[gpu]
+    if base.economics is not None and gpu == base.fleet.gpu:
+        return gpu_price(base).usd_per_gpu_hour
+    pricing = base.economics.pricing if base.economics is not None else "on_demand"
+    default = GPU_PRICE_DEFAULTS.get((gpu, pricing))
+    if default is None:
+        raise UserError(
+            f"no price for gpu '{gpu}' with pricing '{pricing}': add --price {gpu}=USD_PER_GPU_HOUR"
+            f" (docs/economics.md lists the defaults)"
+        )
+    return default.usd_per_gpu_hour
 
 
 @dataclass
@@ -319,17 +350,17 @@ def plan(
         raise UserError(f"--rate {rate}: must be > 0 requests per second")
     if max_replicas < 1:
         raise UserError(f"--max-replicas {max_replicas}: must be at least 1")
-    options, priced = _options(src, overrides, gpus, tps, prices)
+    options = _options(src, overrides, gpus, tps, prices)
     rate_item = f"workload.rate={_round(rate)}"
     for option in options:  # every option's scenario is valid before anything runs
-        _validate(src, (*overrides, *option.overrides(priced), rate_item))
+        _validate(src, (*overrides, *option.overrides(), rate_item))
     out = Path(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp}:")
-            rows.append(_plan_option(ev, option, priced, rate_item, max_replicas))
+            rows.append(_plan_option(ev, option, rate_item, max_replicas))
     table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
@@ -341,11 +372,9 @@ def _validate(src: ScenarioSource, items: tuple[str, ...]) -> None:
         raise UserError(f"plan point {' '.join(items)}: {exc}") from None
 
 
-def _plan_option(
-    ev: Evaluator, option: Option, priced: bool, rate_item: str, max_replicas: int
-) -> dict:
+def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: int) -> dict:
     base = {"gpu": option.gpu, "tp": option.tp}
-    items = (*option.overrides(priced), rate_item)
+    items = (*option.overrides(), rate_item)
     verdicts: dict[int, Verdict] = {}
 
     def feasible(n: int) -> bool:
@@ -364,7 +393,8 @@ def _plan_option(
         **base,
         "replicas": n,
         "gpus": n * option.tp,
-        "usd_per_hour": option.usd_per_hour(n),
+        "usd_per_gpu_hour": option.usd_per_gpu_hour,
+        "usd_per_hour": option.usd_per_hour(n, v.row),
         "margin": v.row.get("economics.margin", math.nan),
         "slo_headroom": v.headroom,
         **{slo.name: _upper(v.row, slo.metric) for slo in ev.slos},
@@ -407,7 +437,7 @@ def max_rate(
     src, slo_list, overrides = _study(scenario, slos, seeds, overrides)
     if not 0 < tolerance < 1:
         raise UserError(f"--tolerance {tolerance}: must be between 0 and 1")
-    options, priced = _options(src, overrides, gpus, tps, prices)
+    options = _options(src, overrides, gpus, tps, prices)
     base = scenario_from_dict(src.data, src.source, list(overrides))
     if base.workload.rate is None:
         raise UserError(
@@ -415,39 +445,43 @@ def max_rate(
             f"'{base.workload.arrival}' has none (use poisson, gamma or diurnal)"
         )
     for option in options:
-        _validate(src, (*overrides, *option.overrides(priced)))
+        _validate(src, (*overrides, *option.overrides()))
     out = Path(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp} x{base.fleet.replicas}:")
-            items = option.overrides(priced)
-            row = {"gpu": option.gpu, "tp": option.tp, "replicas": base.fleet.replicas}
-            try:
-                rate, limit = highest_rate(
-                    lambda r, items=items: ev((*items, f"workload.rate={r}")),
-                    base.workload.rate,
-                    tolerance,
-                )
-            except RunFailed as exc:
-                rows.append({**row, "status": f"error: {exc}"})
-                continue
-            usd = option.usd_per_hour(base.fleet.replicas)
             rows.append(
-                {
-                    **row,
-                    "max_rate_per_s": rate,
-                    "usd_per_hour": usd,
-                    "usd_per_hour_per_rate": usd / rate if rate else math.nan,
-                    "limited_by": limit.reason if limit else "nothing up to the search limit",
-                    "status": "ok" if rate else "no rate meets the SLOs",
-                }
+                _max_rate_option(ev, option, base.fleet.replicas, base.workload.rate, tolerance)
             )
     table = pd.DataFrame(rows)
     if "usd_per_hour_per_rate" in table:
         table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
+
+
+def _max_rate_option(
+    ev: Evaluator, option: Option, replicas: int, start: float, tolerance: float
+) -> dict:
+    row = {"gpu": option.gpu, "tp": option.tp, "replicas": replicas}
+    items = option.overrides()
+    try:
+        found = highest_rate(lambda r: ev((*items, f"workload.rate={r}")), start, tolerance)
+    except RunFailed as exc:
+        return {**row, "status": f"error: {exc}"}
+    if found.rate is None or found.at is None:
+        return {**row, "status": "no rate meets the SLOs", "limited_by": found.limit.reason}
+    usd = option.usd_per_hour(replicas, found.at.row)
+    return {
+        **row,
+        "max_rate_per_s": found.rate,
+        "usd_per_hour": usd,
+        "usd_per_hour_per_rate": usd / found.rate,
+        "slo_headroom": found.at.headroom,
+        "limited_by": found.limit.reason if found.limit else "nothing up to the search limit",
+        "status": "ok",
+    }
 
 
 def _finish(options: pd.DataFrame, ev: Evaluator, out: Path) -> PlanResult:
