@@ -13,6 +13,7 @@ from pathlib import Path
 from sim import perf_cli
 from sim.errors import UserError
 from sim.report_cli import add_report
+from sim.study.commands import add_plan, add_sweep
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -111,6 +112,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_compare,
     add_report,
     perf_cli.add,
+    add_sweep,
+    add_plan,
 ]
 
 
