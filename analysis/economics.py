@@ -1,10 +1,55 @@
-"""Cost, revenue and margin of a run, from its traces and the scenario's prices (USD)."""
+"""Cost, revenue and margin of a run, from its traces and the scenario's prices (USD).
+
+Cost = provisioned GPU-hours x (GPU price per hour + overhead per hour) + energy, where energy
+= GPUs x TDP x (busy fraction x busy time + idle fraction x idle time) x PUE x price per kWh.
+Revenue = every completed request's tokens at its class's prices, less SLO refunds. Both cover
+the whole run (warm-up included). docs/economics.md defines every key of the returned block.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
 from analysis.rundata import RunData
+from analysis.utilization import busy_s_per_replica
+from sim.errors import UserError
+from sim.scenario import EconomicsConfig, RequestClass, Scenario
 
 SECONDS_PER_HOUR = 3600.0
+HOURS_PER_YEAR = 8760.0  # 365-day years, for amortising owned GPUs
+JOULES_PER_KWH = 3.6e6
+CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix cache
+TRACE_CLASS = "trace"  # class name of replayed requests when the scenario defines no classes
+
+
+@dataclass(frozen=True)
+class GpuPrice:
+    """A default price of one GPU-hour and the row of sim/data/catalog/prices.csv it comes from."""
+
+    usd_per_gpu_hour: float
+    source: str
+
+
+_CW = "sim/data/catalog/prices.csv: CoreWeave, "
+_AWS_CB = "sim/data/catalog/prices.csv: AWS, p5.48xlarge (EC2 Capacity Blocks), valid to 2025-01-01"
+
+# (catalogue gpu id, pricing mode) -> default price. Instance prices are divided by the GPUs of
+# the instance; spot prices are those quoted in the notes of the same row.
+GPU_PRICE_DEFAULTS: dict[tuple[str, str], GpuPrice] = {
+    ("a100", "on_demand"): GpuPrice(2.70, _CW + "NVIDIA A100 (8x 80GB), on-demand, 2026-09-20"),
+    ("a100", "spot"): GpuPrice(9.65 / 8, _CW + "NVIDIA A100 (8x 80GB), notes: spot $9.65/h / 8"),
+    ("h100", "on_demand"): GpuPrice(6.155, _CW + "NVIDIA HGX H100, on-demand, 2026-09-20"),
+    ("h100", "reserved"): GpuPrice(4.916, _AWS_CB + " (8x H100 $39.33/h)"),
+    ("h100", "spot"): GpuPrice(19.71 / 8, _CW + "NVIDIA HGX H100, notes: spot $19.71/h / 8"),
+    ("h200", "on_demand"): GpuPrice(6.305, _CW + "NVIDIA HGX H200, on-demand, 2026-09-20"),
+    ("h200", "reserved"): GpuPrice(43.26 / 8, _AWS_CB + ", notes: p5e.48xlarge 8x H200 $43.26/h"),
+    ("h200", "spot"): GpuPrice(20.93 / 8, _CW + "NVIDIA HGX H200, notes: spot $20.93/h / 8"),
+    ("b200", "on_demand"): GpuPrice(8.60, _CW + "NVIDIA HGX B200, on-demand, 2026-09-20"),
+    ("b200", "spot"): GpuPrice(34.11 / 8, _CW + "NVIDIA HGX B200, notes: spot $34.11/h / 8"),
+}
 
 
 def gpu_hours(data: RunData) -> float:
@@ -13,34 +58,198 @@ def gpu_hours(data: RunData) -> float:
     return fleet.replicas * fleet.tp * data.simulated_s / SECONDS_PER_HOUR
 
 
-def economics(data: RunData) -> dict[str, float | None]:
-    """gpu_hours, cost_usd, revenue_usd, margin and cost per million output tokens.
+def gpu_price(scenario: Scenario) -> GpuPrice:
+    """The price of one GPU-hour under the scenario's pricing mode, with its source.
 
-    Billing covers the whole run: the cost of every provisioned GPU-hour and the revenue of
-    every completed request (warm-up included), at the scenario's per-token prices.
-    margin = (revenue - cost) / revenue; None where a number is undefined.
+    Raises UserError when a rented mode gives no price and the defaults table has none.
+    """
+    eco = scenario.economics
+    assert eco is not None
+    source = eco.price_source or "scenario [economics]"
+    if eco.pricing == "owned":
+        assert eco.purchase_usd_per_gpu is not None and eco.amortization_years is not None
+        hourly = eco.purchase_usd_per_gpu / (eco.amortization_years * HOURS_PER_YEAR)
+        return GpuPrice(hourly, f"{source}: purchase amortised over {eco.amortization_years} y")
+    if eco.gpu_usd_per_hour is not None:
+        return GpuPrice(eco.gpu_usd_per_hour, source)
+    default = GPU_PRICE_DEFAULTS.get((scenario.fleet.gpu, eco.pricing))
+    if default is None:
+        known = ", ".join(f"{g}/{m}" for g, m in GPU_PRICE_DEFAULTS)
+        raise UserError(
+            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu "
+            f"'{scenario.fleet.gpu}' with pricing '{eco.pricing}' (defaults exist for {known}); "
+            f"give economics.gpu_usd_per_hour"
+        )
+    return default
+
+
+def energy_kwh(data: RunData) -> float:
+    """Facility energy of the fleet's GPUs over the run (kWh, PUE included); 0 without [energy]."""
+    eco = data.scenario.economics
+    if eco is None or eco.energy is None:
+        return 0.0
+    e = eco.energy
+    tdp_w = float(data.resolved["accelerator"]["tdp_w"])
+    busy_s = busy_s_per_replica(data)
+    idle_s = data.simulated_s - busy_s
+    watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum() * tdp_w
+    return float(watt_s * data.scenario.fleet.tp * e.pue / JOULES_PER_KWH)
+
+
+def _first_given(*values: float | None) -> float:
+    """The first value that is not None (the last argument always is given)."""
+    return next(v for v in values if v is not None)
+
+
+def _class_prices(scenario: Scenario, eco: EconomicsConfig) -> pd.DataFrame:
+    """Per class name: input, cached-input and output prices (USD per 1e6 tokens) and SLOs.
+
+    A class's own price wins, then the [economics] default; cached-prefix tokens fall back to
+    the class's input price. Replayed requests without classes are the class 'trace'.
+    """
+    rows = {}
+    for c in [*scenario.workload.classes, RequestClass(name=TRACE_CLASS)]:
+        input_price = _first_given(c.input_usd_per_million, eco.input_usd_per_million)
+        rows.setdefault(
+            c.name,
+            (
+                input_price,
+                _first_given(
+                    c.cached_input_usd_per_million, eco.cached_input_usd_per_million, input_price
+                ),
+                _first_given(c.output_usd_per_million, eco.output_usd_per_million),
+                np.inf if c.slo_ttft_s is None else c.slo_ttft_s,
+                np.inf if c.slo_tpot_s is None else c.slo_tpot_s,
+            ),
+        )
+    columns = ["input", "cached_input", "output", "slo_ttft_s", "slo_tpot_s"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def slo_missed(done: pd.DataFrame, slo_ttft_s: pd.Series, slo_tpot_s: pd.Series) -> pd.Series:
+    """Completed requests whose TTFT or TPOT exceeds their class SLO (no SLO never misses)."""
+    ttft = done["first_token_s"] - done["arrival_s"]
+    steps = done["output_tokens"] - 1
+    tpot = (done["finish_s"] - done["first_token_s"]) / steps.where(steps > 0)
+    return (ttft > slo_ttft_s) | (tpot.fillna(0.0) > slo_tpot_s)
+
+
+def request_revenue(data: RunData) -> pd.DataFrame:
+    """Per completed request: its class, token counts, gross and net revenue (USD), SLO miss."""
+    eco = data.scenario.economics
+    assert eco is not None
+    done = data.requests[data.requests["status"] == "completed"]
+    prices = _class_prices(data.scenario, eco).loc[done["class"]].set_axis(done.index)
+    cached = done[CACHED_COLUMN]
+    uncached = done["prompt_tokens"] - cached
+    input_usd = (uncached * prices["input"] + cached * prices["cached_input"]) / 1e6
+    output_usd = done["output_tokens"] * prices["output"] / 1e6
+    missed = slo_missed(done, prices["slo_ttft_s"], prices["slo_tpot_s"])
+    kept = 1.0 - eco.slo_refund_fraction * missed
+    return pd.DataFrame(
+        {
+            "class": done["class"],
+            "uncached_input_tokens": uncached,
+            "cached_input_tokens": cached,
+            "output_tokens": done["output_tokens"],
+            "input_usd": input_usd,
+            "output_usd": output_usd,
+            "slo_missed": missed,
+            "kept": kept,
+            "net_usd": (input_usd + output_usd) * kept,
+        }
+    )
+
+
+_MONEY_KEYS = (
+    "cost_usd",
+    "revenue_usd",
+    "margin",
+    "cost_per_million_output_tokens_usd",
+    "pricing",
+    "gpu_usd_per_hour",
+    "gpu_price_source",
+    "gpu_cost_usd",
+    "overhead_cost_usd",
+    "energy_kwh",
+    "energy_cost_usd",
+    "gross_revenue_usd",
+    "input_revenue_usd",
+    "output_revenue_usd",
+    "slo_refund_usd",
+    "slo_missed_requests",
+    "cached_input_tokens",
+    "profit_usd",
+    "profit_usd_per_hour",
+    "revenue_per_gpu_hour_usd",
+    "break_even_usd_per_million_output_tokens",
+)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def economics(data: RunData) -> dict:
+    """The economics block of summary.json (USD; keys documented in docs/economics.md).
+
+    Without an [economics] section only gpu_hours is known; every other key is None.
     """
     hours = gpu_hours(data)
-    prices = data.scenario.economics
-    if prices is None:
-        return {
-            "gpu_hours": hours,
-            "cost_usd": None,
-            "revenue_usd": None,
-            "margin": None,
-            "cost_per_million_output_tokens_usd": None,
-        }
-    done = data.requests[data.requests["status"] == "completed"]
-    output_tokens = float(done["output_tokens"].sum())
-    cost = hours * prices.gpu_usd_per_hour
-    revenue = (
-        float(done["prompt_tokens"].sum()) * prices.input_usd_per_million
-        + output_tokens * prices.output_usd_per_million
-    ) / 1e6
+    eco = data.scenario.economics
+    if eco is None:
+        return {"gpu_hours": hours, **dict.fromkeys(_MONEY_KEYS), "classes": {}}
+    price = gpu_price(data.scenario)
+    kwh = energy_kwh(data)
+    gpu_cost = hours * price.usd_per_gpu_hour
+    overhead = hours * eco.overhead_usd_per_gpu_hour
+    energy_cost = kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0)
+    cost = gpu_cost + overhead + energy_cost
+
+    req = request_revenue(data)
+    gross = float((req["input_usd"] + req["output_usd"]).sum())
+    revenue = float(req["net_usd"].sum())
+    output_tokens = float(req["output_tokens"].sum())
+    profit = revenue - cost
+    # revenue is linear in a uniform output price P: net input revenue + P x kept output tokens
+    kept_output_millions = float((req["output_tokens"] * req["kept"]).sum()) / 1e6
+    net_input = float((req["input_usd"] * req["kept"]).sum())
+    run_hours = data.simulated_s / SECONDS_PER_HOUR
     return {
         "gpu_hours": hours,
         "cost_usd": cost,
         "revenue_usd": revenue,
-        "margin": (revenue - cost) / revenue if revenue > 0 else None,
-        "cost_per_million_output_tokens_usd": cost / output_tokens * 1e6 if output_tokens else None,
+        "margin": _ratio(profit, revenue),
+        "cost_per_million_output_tokens_usd": _ratio(cost * 1e6, output_tokens),
+        "pricing": eco.pricing,
+        "gpu_usd_per_hour": price.usd_per_gpu_hour,
+        "gpu_price_source": price.source,
+        "gpu_cost_usd": gpu_cost,
+        "overhead_cost_usd": overhead,
+        "energy_kwh": kwh,
+        "energy_cost_usd": energy_cost,
+        "gross_revenue_usd": gross,
+        "input_revenue_usd": float((req["input_usd"] * req["kept"]).sum()),
+        "output_revenue_usd": float((req["output_usd"] * req["kept"]).sum()),
+        "slo_refund_usd": gross - revenue,
+        "slo_missed_requests": int(req["slo_missed"].sum()),
+        "cached_input_tokens": int(req["cached_input_tokens"].sum()),
+        "profit_usd": profit,
+        "profit_usd_per_hour": _ratio(profit, run_hours),
+        "revenue_per_gpu_hour_usd": _ratio(revenue, hours),
+        "break_even_usd_per_million_output_tokens": _ratio(cost - net_input, kept_output_millions),
+        "classes": _per_class(req),
+    }
+
+
+def _per_class(req: pd.DataFrame) -> dict[str, dict]:
+    """Completed requests, net revenue and SLO misses of each class."""
+    grouped = req.groupby("class", sort=True)
+    return {
+        str(name): {
+            "completed": int(len(g)),
+            "revenue_usd": float(g["net_usd"].sum()),
+            "slo_missed_requests": int(g["slo_missed"].sum()),
+        }
+        for name, g in grouped
     }

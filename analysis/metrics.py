@@ -1,4 +1,4 @@
-"""Latency, throughput and utilization, computed from the trace tables alone."""
+"""Latency and throughput, computed from the trace tables alone (utilization: utilization.py)."""
 
 from __future__ import annotations
 
@@ -58,34 +58,6 @@ def throughput(data: RunData) -> dict[str, float]:
     }
 
 
-def busy_fraction_per_replica(data: RunData) -> pd.Series:
-    """Fraction of the simulated time each replica spent running iterations."""
-    steps = data.steps
-    busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
-    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
-    return busy.reindex(index, fill_value=0.0) / data.simulated_s
-
-
-def kv_occupancy_per_replica(data: RunData) -> pd.Series:
-    """Time-weighted mean fraction of each replica's KV-cache blocks in use (idle time = 0)."""
-    steps = data.steps
-    weighted = (
-        (steps["kv_blocks_used"] * (steps["end_s"] - steps["start_s"]))
-        .groupby(steps["replica"])
-        .sum()
-    )
-    index = pd.RangeIndex(data.scenario.fleet.replicas, name="replica")
-    return weighted.reindex(index, fill_value=0.0) / (data.simulated_s * data.kv_capacity_blocks)
-
-
-def utilization(data: RunData) -> dict[str, float]:
-    """Fleet busy fraction and mean KV occupancy (means over replicas of equal size)."""
-    return {
-        "gpu_busy_fraction": float(busy_fraction_per_replica(data).mean()),
-        "kv_occupancy_mean": float(kv_occupancy_per_replica(data).mean()),
-    }
-
-
 def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average number of requests inside the fleet (arrived, not finished) over [t0, t1]."""
     served = requests[requests["status"] != "rejected"]
@@ -122,7 +94,7 @@ def batching(data: RunData) -> dict[str, float | int | None]:
         if iterations
         else 0.0,
         "preemptions": int(measured["preemptions"].sum()),
-        "prefix_cache_hit_rate": float(admitted["cached_tokens"].sum() / prompt_tokens)
+        "prefix_cache_hit_rate": float(admitted["cached_prompt_tokens"].sum() / prompt_tokens)
         if caching and prompt_tokens
         else None,
     }

@@ -12,9 +12,9 @@ from analysis.metrics import (
     latencies,
     request_counts,
     throughput,
-    utilization,
 )
 from analysis.rundata import RunData, load_run
+from analysis.utilization import fleet_utilization
 
 
 def summarize(data: RunData) -> dict:
@@ -29,7 +29,7 @@ def summarize(data: RunData) -> dict:
         "requests": request_counts(measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
-        "utilization": utilization(data),
+        "utilization": fleet_utilization(data),
         "batching": batching(data),
         "economics": economics(data),
         "classes": per_class(data),

@@ -10,7 +10,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from sim import perf_cli
 from sim.errors import UserError
+from sim.report_cli import add_report
+from sim.study.commands import add_plan, add_sweep
 
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
@@ -35,12 +38,15 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from analysis.economics import gpu_price
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
     from sim.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, args.overrides)
+    if scenario.economics is not None:
+        gpu_price(scenario)  # a missing GPU price is an error before, not after, simulating
     result = run(scenario, seed=args.seed, progress=True)
     out = Path(args.out or Path("runs") / scenario.name)
     result.save(out)
@@ -95,7 +101,20 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_run]
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from sim.compare_cli import add_compare
+
+    add_compare(sub)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_run,
+    _add_compare,
+    add_report,
+    perf_cli.add,
+    add_sweep,
+    add_plan,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

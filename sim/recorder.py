@@ -36,7 +36,7 @@ class Recorder:
         self.first_token_s = array("d", [np.nan]) * n
         self.finish_s = array("d", [np.nan]) * n
         self.preemptions = array("i", [0]) * n
-        self.cached_tokens = array("q", [0]) * n
+        self.cached_prompt_tokens = array("q", [0]) * n
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
@@ -112,7 +112,7 @@ class Recorder:
                 "first_token_s": _view(self.first_token_s),
                 "finish_s": _view(self.finish_s),
                 "preemptions": _view(self.preemptions),
-                "cached_tokens": _view(self.cached_tokens),
+                "cached_prompt_tokens": _view(self.cached_prompt_tokens),
                 "status": _decoded(_view(self.status), STATUS_NAMES),
             }
         )

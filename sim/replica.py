@@ -101,7 +101,9 @@ class Replica:
         if work.prefill_tokens:
             compute_s = self.perf.step_s(work)
         else:
-            compute_s = self.perf.decode_stretch_s(work.decode_seqs, work.decode_context, 1)[0]
+            compute_s = self.perf.decode_stretch_s(
+                work.decode_seqs, work.decode_context, 1, work.padded_seqs
+            )[0]
         return compute_s + step.per_iteration_s + step.once_s
 
     def _run_stretch(self, step: Step):
@@ -110,7 +112,7 @@ class Replica:
         durations = [
             d + step.per_iteration_s
             for d in self.perf.decode_stretch_s(
-                work.decode_seqs, work.decode_context, step.max_iterations
+                work.decode_seqs, work.decode_context, step.max_iterations, work.padded_seqs
             )
         ]
         durations[0] += step.once_s

@@ -106,3 +106,10 @@ def test_missing_scenario_file_is_one_line(tmp_path, capsys):
 def test_other_bad_values_are_named(tmp_path, capsys, override, message):
     err = _run_cli(capsys, str(CHAT), "--set", override, "--out", str(tmp_path / "o"))
     assert message in err
+
+
+def test_gpu_without_a_default_price_fails_before_simulating(tmp_path, capsys):
+    margin = ROOT / "scenarios" / "chat_llama3-8b_margin.toml"
+    err = _run_cli(capsys, str(margin), "--set", "fleet.gpu=mi300x", "--out", str(tmp_path / "o"))
+    assert "no default price for gpu 'mi300x'" in err
+    assert not (tmp_path / "o").exists()

@@ -38,10 +38,8 @@ class Step:
 class Batcher(Protocol):
     """What a replica asks of its batcher."""
 
-    @property
-    def outstanding(self) -> int:
-        """Requests inside the replica (waiting, running or swapped out)."""
-        ...
+    outstanding: int
+    """Requests inside the replica (waiting, running or swapped out), kept as a counter."""
 
     def rejection(self, req: Request) -> str | None:
         """Why `req` can never be served by this replica, or None."""

@@ -7,7 +7,9 @@ first (``chunked_prefill``, Sarathi-Serve), then waiting requests in the queue's
 KV blocks allow. With ``mix_prefill_decode = false`` (vLLM v0) an iteration either prefills
 newly admitted prompts or decodes, never both. Preempted requests are recomputed (their prompt
 and generated tokens prefilled again) or swapped to host memory and back (``preemption``), the
-transfer time coming from the host link. No new request is admitted in an iteration that
+transfer time coming from the host link. With ``cuda_graph_padding`` a pure decode iteration
+computes its batch padded to the next captured CUDA-graph size. No new request is admitted in an
+iteration that
 preempted, or while swapped-out requests wait to come back, as in vLLM.
 """
 
@@ -23,6 +25,18 @@ from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
 from sim.scenario import ContinuousBatcherConfig
+
+# vLLM (v0 model runner) captures decode CUDA graphs for these batch sizes and pads a decode
+# batch up to the next one; larger batches run without a graph (vllm/worker/model_runner.py,
+# _BATCH_SIZES_TO_CAPTURE = [1, 2, 4] + [8 * i for i in range(1, 33)]).
+CUDA_GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
+
+
+def cuda_graph_rows(seqs: int) -> int:
+    """Rows a decode batch of `seqs` sequences computes when padded to a captured graph size."""
+    if seqs > CUDA_GRAPH_BATCH_SIZES[-1]:
+        return seqs
+    return next(size for size in CUDA_GRAPH_BATCH_SIZES if size >= seqs)
 
 
 class ContinuousBatcher:
@@ -49,12 +63,9 @@ class ContinuousBatcher:
             PrefixCache(prefix_block_tokens, cfg.block_size) if cfg.prefix_caching else None
         )
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
+        self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
 
     # ----------------------------------------------------------------- queue
-    @property
-    def outstanding(self) -> int:
-        return len(self.waiting) + len(self.swapped) + len(self.decodes) + len(self.prefilling)
-
     def rejection(self, req: Request) -> str | None:
         longest = req.prompt_tokens + req.output_tokens - 1
         if self.decodes.blocks_for(longest) > self.capacity_blocks:
@@ -65,6 +76,7 @@ class ContinuousBatcher:
 
     def enqueue(self, req: Request) -> None:
         self.waiting.push(req)
+        self.outstanding += 1
 
     def could_start_now(self, req: Request) -> bool:
         running = len(self.decodes) + len(self.prefilling)
@@ -98,6 +110,8 @@ class ContinuousBatcher:
         if seqs == 0:
             return None
         step = Step(work, 1, len(self._chunks), cpu_overhead_s(self.cfg, seqs), once_s)
+        if not self._chunks and self.cfg.cuda_graph_padding:
+            work.padded_seqs = cuda_graph_rows(work.decode_seqs) - work.decode_seqs
         if not self._chunks and not changed:
             free = self.capacity_blocks - self.used_blocks
             step.max_iterations = self.decodes.iterations_within(
@@ -214,7 +228,7 @@ class ContinuousBatcher:
         self.prefilling.append(req)
         if rec.first_scheduled_s[req.rid] != rec.first_scheduled_s[req.rid]:  # NaN: first time
             rec.first_scheduled_s[req.rid] = now
-            rec.cached_tokens[req.rid] = cached
+            rec.cached_prompt_tokens[req.rid] = cached
 
     def _plan(self, req: Request, chunk: int, new_blocks: int, work: StepWork) -> None:
         req.blocks += new_blocks
@@ -255,5 +269,6 @@ class ContinuousBatcher:
             self.decodes.join(req)
 
     def _complete(self, req: Request, end_s: float) -> None:
+        self.outstanding -= 1
         self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)

@@ -69,8 +69,11 @@ class DecodeSet:
 
     def new_blocks(self, iterations: int) -> int:
         """Blocks the members allocate over the next `iterations` decode iterations."""
-        bs, n, clock = self.block_size, len(self.members), self.clock
+        bs, clock = self.block_size, self.clock
+        if iterations == 1:
+            return self._residues[-clock % bs]
         cycles, rest = divmod(iterations, bs)
+        n = len(self.members)
         return cycles * n + sum(self._residues[(-(clock + i)) % bs] for i in range(rest))
 
     def iterations_within(self, free_blocks: int, limit: int) -> int:

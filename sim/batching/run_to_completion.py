@@ -46,12 +46,9 @@ class RunToCompletionBatcher:
         self._next = 0  # first entry of _finishes not yet finished
         self._live = 0  # members still generating
         self._live_context = 0  # prompt tokens of the members that take part in decoding
+        self.outstanding = 0  # requests waiting or in the running batch, not yet finished
 
     # ----------------------------------------------------------------- queue
-    @property
-    def outstanding(self) -> int:
-        return len(self.waiting) + self._live
-
     def rejection(self, req: Request) -> str | None:
         if self._reserve(req) > self.capacity_blocks:
             return "needs more KV-cache blocks than the replica has"
@@ -59,6 +56,7 @@ class RunToCompletionBatcher:
 
     def enqueue(self, req: Request) -> None:
         self.waiting.append(req)
+        self.outstanding += 1
 
     def could_start_now(self, req: Request) -> bool:
         return False  # nothing joins a running batch
@@ -137,6 +135,7 @@ class RunToCompletionBatcher:
 
     def _finish(self, req: Request, end_s: float) -> None:
         self._live -= 1
+        self.outstanding -= 1
         if not self.padded:
             self._live_context -= req.prompt_tokens
             self.used_blocks -= req.blocks

@@ -1,0 +1,85 @@
+"""One run of a study, as a worker executes it: plain picklable task in, run directory out.
+
+A run directory is written under a temporary name and renamed into place only when complete,
+so a directory named ``seed-<k>`` always holds a whole run, whatever interrupted the study.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import traceback
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from sim.study.stats import numeric_metrics
+
+SATURATION_FILE = "saturation.json"
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """What a worker needs: raw scenario data, its overrides, the seed and where to write."""
+
+    scenario: dict
+    source: str
+    overrides: tuple[str, ...]
+    seed: int
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """A finished task: its flattened numeric metrics, or the error it raised."""
+
+    task: RunTask
+    metrics: dict[str, float | None] | None
+    error: str | None = None
+
+
+def run_one(task: RunTask) -> RunOutcome:
+    """Simulate one seed of one point and write its run directory; errors are returned."""
+    final = Path(task.run_dir)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        _write_run(task, tmp)
+        _move_into_place(tmp, final)
+        return RunOutcome(task, read_metrics(final))
+    except Exception:  # a failing run is recorded and the study goes on
+        shutil.rmtree(tmp, ignore_errors=True)
+        return RunOutcome(task, None, traceback.format_exc())
+
+
+def _write_run(task: RunTask, out: Path) -> None:
+    from analysis.rundata import RunData
+    from analysis.summary import write_summary
+    from sim.engine import run
+    from sim.scenario import scenario_from_dict
+    from sim.study.saturation import saturation_metrics
+
+    scenario = scenario_from_dict(task.scenario, task.source, list(task.overrides))
+    result = run(scenario, seed=task.seed)
+    result.save(out)
+    data = RunData.from_result(result)
+    write_summary(out, data)
+    text = json.dumps(saturation_metrics(data), indent=2) + "\n"
+    (out / SATURATION_FILE).write_text(text, encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename `tmp` to `final`; if another worker got there first, its run stands."""
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_metrics(run_dir: Path) -> dict[str, float | None]:
+    """The numeric metrics of a complete run: summary.json plus ``saturation.*``."""
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary["saturation"] = json.loads((run_dir / SATURATION_FILE).read_text(encoding="utf-8"))
+    return numeric_metrics(summary)

@@ -1,0 +1,251 @@
+"""Cost, revenue and margin: recomputed by hand on a tiny trace, and their directions."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from analysis.economics import GPU_PRICE_DEFAULTS, economics, gpu_price
+from analysis.rundata import RunData
+from analysis.summary import summarize
+from sim.errors import UserError
+from sim.scenario import scenario_from_dict
+from tests.conftest import BASE, scenario, simulate
+
+STEP_COLUMNS = (  # the columns of steps.parquet but prefill_seqs, which hand_run derives
+    "replica",
+    "start_s",
+    "end_s",
+    "iterations",
+    "prefill_tokens",
+    "decode_seqs",
+    "decode_context",
+    "kv_blocks_used",
+)
+
+
+def hand_run(
+    requests: list[dict], steps: list[tuple], simulated_s: float, *overrides: str
+) -> RunData:
+    """A RunData built from literal trace rows and the base test scenario with overrides."""
+    s = scenario(*overrides)
+    req = pd.DataFrame(requests)
+    req.insert(0, "request_id", range(len(req)))
+    step_table = pd.DataFrame(steps, columns=list(STEP_COLUMNS))
+    step_table.insert(4, "prefill_seqs", (step_table["prefill_tokens"] > 0).astype(int))
+    return RunData(
+        requests=req,
+        steps=step_table,
+        scenario=s,
+        resolved={
+            "accelerator": s.accelerator().model_dump(mode="json"),
+            "model_shape": s.model_shape().model_dump(mode="json"),
+            "kv_capacity_blocks": 1000,
+            "gpus_per_replica": s.fleet.tp,
+        },
+        run={"seed": 0, "simulated_s": simulated_s, "wall_s": 0.0, "events": 0},
+    )
+
+
+def request(arrival, scheduled, first_token, finish, prompt, output, replica=0, **extra) -> dict:
+    """One completed request of class 'chat'."""
+    return {
+        "class": "chat",
+        "arrival_s": arrival,
+        "prompt_tokens": prompt,
+        "output_tokens": output,
+        "replica": replica,
+        "first_scheduled_s": scheduled,
+        "first_token_s": first_token,
+        "finish_s": finish,
+        "preemptions": 0,
+        "cached_prompt_tokens": 0,
+        "status": "completed",
+        **extra,
+    }
+
+
+# Two requests on one H100 replica over two hours: busy 0-3600 s and 4500-6300 s.
+TWO_REQUESTS = [
+    request(0.0, 0.0, 0.25, 3600.0, prompt=2_000_000, output=1_000_000),
+    request(4400.0, 4500.0, 4500.5, 6300.0, prompt=5_000_000, output=3_000_000),  # TTFT 100.5 s
+]
+TWO_INTERVALS = [(0, 0.0, 3600.0, 1, 100, 2, 500, 40), (0, 4500.0, 6300.0, 1, 100, 1, 900, 60)]
+PRICED = (
+    "fleet.replicas=1",
+    "economics.gpu_usd_per_hour=4.0",
+    "economics.overhead_usd_per_gpu_hour=0.5",
+    "economics.input_usd_per_million=0.2",
+    "economics.output_usd_per_million=6.0",
+    "economics.slo_refund_fraction=0.5",
+    "economics.energy={usd_per_kwh = 0.10, idle_power_fraction = 0.1, "
+    "busy_power_fraction = 0.8, pue = 1.5}",
+    "workload.classes.0.slo_ttft_s=0.3",
+)
+
+
+def test_cost_and_revenue_of_two_requests_match_a_hand_calculation_to_the_cent():
+    data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, *PRICED)
+    eco = summarize(data)["economics"]
+    # 1 replica x 1 GPU x 2 h; GPU 2 x $4.00, overhead 2 x $0.50
+    # energy: 700 W x (0.8 x 5400 s busy + 0.1 x 1800 s idle) x PUE 1.5 = 4.725e6 J = 1.3125 kWh
+    cost = 8.00 + 1.00 + 1.3125 * 0.10
+    # request 0 meets its SLO: 2e6 x $0.2/M + 1e6 x $6/M = $6.40
+    # request 1 misses TTFT 0.3 s: (5e6 x $0.2/M + 3e6 x $6/M) = $19.00, half refunded
+    revenue = 6.40 + 19.00 * 0.5
+    cents = pytest.approx
+    assert eco["gpu_hours"] == 2.0
+    assert eco["energy_kwh"] == cents(1.3125)
+    assert eco["cost_usd"] == cents(cost, abs=0.005)
+    assert eco["revenue_usd"] == cents(revenue, abs=0.005)
+    assert eco["gross_revenue_usd"] == cents(25.40, abs=0.005)
+    assert eco["slo_refund_usd"] == cents(9.50, abs=0.005)
+    assert eco["slo_missed_requests"] == 1
+    assert eco["margin"] == cents((revenue - cost) / revenue)
+    assert eco["profit_usd_per_hour"] == cents((revenue - cost) / 2.0, abs=0.005)
+    assert eco["cost_per_million_output_tokens_usd"] == cents(cost / 4.0, abs=0.005)
+    assert eco["revenue_per_gpu_hour_usd"] == cents(revenue / 2.0, abs=0.005)
+    # uniform output price P with revenue = cost: 0.40 + 0.5 x 1.00 + P x (1.0 + 0.5 x 3.0) = cost
+    assert eco["break_even_usd_per_million_output_tokens"] == cents((cost - 0.90) / 2.5)
+
+
+def test_break_even_price_gives_zero_profit():
+    data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, *PRICED)
+    price = economics(data)["break_even_usd_per_million_output_tokens"]
+    at_break_even = hand_run(
+        TWO_REQUESTS, TWO_INTERVALS, 7200.0, *PRICED, f"economics.output_usd_per_million={price}"
+    )
+    assert economics(at_break_even)["profit_usd"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_class_prices_override_the_defaults_and_cached_prefix_tokens_have_their_own_price():
+    rows = [
+        request(0.0, 0.0, 0.1, 10.0, prompt=3_000_000, output=1_000_000, cached_prompt_tokens=0),
+        request(0.0, 0.0, 0.1, 10.0, prompt=3_000_000, output=1_000_000, cached_prompt_tokens=2e6),
+    ]
+    data = hand_run(
+        rows,
+        [(0, 0.0, 10.0, 1, 10, 2, 10, 1)],
+        3600.0,
+        "fleet.replicas=1",
+        "workload.classes.0.input_usd_per_million=1.0",
+        "workload.classes.0.output_usd_per_million=2.0",
+        "economics.cached_input_usd_per_million=0.25",
+    )
+    eco = economics(data)
+    # 3e6 x $1 + 1e6 x $2 = $5; then 1e6 x $1 + 2e6 x $0.25 + 1e6 x $2 = $3.5
+    assert eco["revenue_usd"] == pytest.approx(8.5)
+    assert eco["cached_input_tokens"] == 2_000_000
+    assert eco["classes"]["chat"]["completed"] == 2
+
+
+def test_requests_that_are_not_completed_earn_nothing():
+    rows = [*TWO_REQUESTS, {**TWO_REQUESTS[0], "status": "rejected"}]
+    full = economics(hand_run(rows, TWO_INTERVALS, 7200.0, *PRICED))
+    base = economics(hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, *PRICED))
+    assert full["revenue_usd"] == base["revenue_usd"]
+
+
+# ----------------------------------------------------------------------------- directions
+
+
+@pytest.fixture(scope="module")
+def base_run() -> RunData:
+    return simulate()
+
+
+def repriced(data: RunData, *overrides: str) -> RunData:
+    """The same traces under a scenario with other prices (economics needs no re-simulation)."""
+    return dataclasses.replace(data, scenario=scenario(*overrides))
+
+
+def test_a_higher_token_price_raises_the_margin(base_run):
+    cheap = economics(repriced(base_run, "economics.output_usd_per_million=0.6"))
+    dear = economics(repriced(base_run, "economics.output_usd_per_million=1.2"))
+    assert dear["margin"] > cheap["margin"]
+    assert dear["cost_usd"] == cheap["cost_usd"]
+
+
+def test_more_idle_replicas_lower_the_margin():
+    few = summarize(simulate("fleet.replicas=2", "workload.rate=2.0"))
+    many = summarize(simulate("fleet.replicas=4", "workload.rate=2.0"))
+    assert many["requests"]["completed"] == few["requests"]["completed"]
+    assert many["utilization"]["gpu_busy_fraction"] < few["utilization"]["gpu_busy_fraction"]
+    assert many["economics"]["margin"] < few["economics"]["margin"]
+
+
+def _without_gpu_price(*overrides: str):
+    base = copy.deepcopy(BASE)
+    del base["economics"]["gpu_usd_per_hour"]
+    return scenario_from_dict(base, "test", list(overrides))
+
+
+def test_reserved_pricing_beats_on_demand_at_equal_traffic(base_run):
+    on_demand = dataclasses.replace(base_run, scenario=_without_gpu_price())
+    reserved = dataclasses.replace(
+        base_run, scenario=_without_gpu_price("economics.pricing=reserved")
+    )
+    a, b = economics(on_demand), economics(reserved)
+    assert a["gpu_usd_per_hour"] == GPU_PRICE_DEFAULTS[("h100", "on_demand")].usd_per_gpu_hour
+    assert b["revenue_usd"] == a["revenue_usd"]
+    assert b["margin"] > a["margin"]
+
+
+def test_energy_and_overhead_add_to_the_cost(base_run):
+    plain = economics(base_run)
+    loaded = economics(
+        repriced(
+            base_run,
+            "economics.overhead_usd_per_gpu_hour=1.0",
+            "economics.energy={usd_per_kwh = 0.1, idle_power_fraction = 0.1}",
+        )
+    )
+    assert loaded["cost_usd"] > plain["cost_usd"] + plain["gpu_hours"] * 1.0
+    assert loaded["margin"] < plain["margin"]
+
+
+# ----------------------------------------------------------------------------- pricing modes
+
+
+def test_owned_gpus_cost_their_purchase_price_spread_over_the_amortisation_years():
+    s = _without_gpu_price(
+        "economics.pricing=owned",
+        "economics.purchase_usd_per_gpu=35040",
+        "economics.amortization_years=4",
+    )
+    assert gpu_price(s).usd_per_gpu_hour == pytest.approx(35040 / (4 * 8760))
+
+
+def test_every_default_price_names_its_row_in_the_price_catalogue():
+    for (gpu, mode), price in GPU_PRICE_DEFAULTS.items():
+        assert price.usd_per_gpu_hour > 0, (gpu, mode)
+        assert "sim/data/catalog/prices.csv" in price.source, (gpu, mode)
+
+
+def test_spot_is_cheaper_than_on_demand_in_the_defaults():
+    for gpu in ("a100", "h100", "h200", "b200"):
+        spot = GPU_PRICE_DEFAULTS[(gpu, "spot")].usd_per_gpu_hour
+        assert spot < GPU_PRICE_DEFAULTS[(gpu, "on_demand")].usd_per_gpu_hour
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("economics.pricing=owned",), "pricing = 'owned' needs amortization_years"),
+        (("economics.amortization_years=3",), "apply to pricing = 'owned' only"),
+        (("economics.energy={usd_per_kwh = 0.1}",), "economics.energy.idle_power_fraction"),
+        (("economics.slo_refund_fraction=1.5",), "economics.slo_refund_fraction = 1.5"),
+    ],
+)
+def test_bad_economics_sections_are_named_errors(overrides, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        scenario(*overrides)
+
+
+def test_a_gpu_without_a_default_price_asks_for_one():
+    s = _without_gpu_price("fleet.gpu=mi300x", "economics.pricing=reserved")
+    with pytest.raises(UserError, match="give economics.gpu_usd_per_hour"):
+        gpu_price(s)

@@ -1,0 +1,236 @@
+"""Capacity planning against fleets whose answer follows from arithmetic.
+
+Each request is one iteration of a deterministic service time s (service_time perf model,
+max_num_seqs = 1, one output token) and arrivals are nearly regular (gamma, CV 0.01): c replicas
+serve at most c / s requests per second, and below that no request waits, so TTFT = s exactly.
+At rate R the fewest replicas are the smallest c > R * s.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analysis.economics import GPU_PRICE_DEFAULTS
+from sim.cli import main
+from sim.errors import UserError
+from sim.study.plan import (
+    Verdict,
+    fewest_replicas,
+    highest_rate,
+    judge,
+    max_rate,
+    parse_slo,
+    plan,
+)
+from tests.conftest import BASE
+
+
+def fleet(service_s: float, rate: float, replicas: int = 1) -> dict:
+    """The base scenario turned into a D/D/c queue of service time `service_s`."""
+    data = copy.deepcopy(BASE)
+    data["sim"] = {"seed": 3, "duration_s": 60.0, "warmup_s": 5.0}
+    data["perf"] = {"kind": "service_time", "distribution": "deterministic", "mean_s": service_s}
+    data["batcher"] = {"max_num_seqs": 1}
+    data["fleet"] = {"gpu": "h100", "replicas": replicas}
+    data["workload"] = {
+        "arrival": "gamma",
+        "rate": rate,
+        "cv": 0.01,
+        "classes": [
+            {
+                "name": "one-step",
+                "prompt_tokens": {"dist": "fixed", "value": 100},
+                "output_tokens": {"dist": "fixed", "value": 1},
+            }
+        ],
+    }
+    return data
+
+
+@pytest.mark.parametrize("service_s, rate, needed", [(0.25, 10.0, 3), (0.35, 10.0, 4)])
+def test_plan_finds_the_fewest_replicas_that_arithmetic_requires(tmp_path, service_s, rate, needed):
+    assert needed - 1 < rate * service_s < needed
+    result = plan(
+        fleet(service_s, rate),
+        rate=rate,
+        slos={"ttft_p99": 1.2 * service_s},
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    option = result.options.iloc[0]
+    assert option["replicas"] == needed
+    assert option["usd_per_hour"] == pytest.approx(needed * 4.0)  # BASE prices a GPU at $4/h
+    assert option["ttft_p99"] == pytest.approx(service_s)
+    assert option["slo_headroom"] == pytest.approx(1 - 1 / 1.2)
+    tried = result.evaluations.set_index("fleet.replicas")["feasible"]
+    assert tried[needed] and not tried[needed - 1]
+    assert (tmp_path / "plan.csv").is_file()
+
+
+def test_plan_ranks_options_by_cost_per_hour(tmp_path):
+    result = plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        gpus=["h100", "h200", "b200"],
+        prices={"h200": 3.0},
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    options = result.options.set_index("gpu")
+    assert list(options.index) == ["h200", "h100", "b200"]
+    # h100: the scenario's own $4/h; h200: --price; b200: the on-demand default of economics
+    assert list(options["usd_per_gpu_hour"]) == [
+        3.0,
+        4.0,
+        GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour,
+    ]
+    assert options["usd_per_hour"].tolist() == pytest.approx(
+        [3 * 3.0, 3 * 4.0, 3 * GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour]
+    )
+
+
+@pytest.mark.parametrize("service_s, replicas", [(0.25, 2), (0.2, 3)])
+def test_max_rate_is_within_five_percent_below_the_fleet_capacity(tmp_path, service_s, replicas):
+    capacity = replicas / service_s
+    result = max_rate(
+        fleet(service_s, rate=1.5 * capacity, replicas=replicas),
+        slos={"ttft_p99": 20 * service_s},  # loose: saturation is what must bind
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    option = result.options.iloc[0]
+    assert 0.95 * capacity <= option["max_rate_per_s"] <= capacity
+    assert option["limited_by"].startswith("saturated")
+
+
+def test_saturated_point_is_infeasible_even_when_its_latency_meets_the_slo():
+    row = {
+        "latency_s.ttft.p99": 0.5,
+        "latency_s.ttft.p99.ci_high": 0.6,
+        "saturation.backlog_growth": 12.0,
+        "saturation.backlog_growth.ci_low": 8.0,
+    }
+    verdict = judge(row, [parse_slo("ttft_p99=1.0")])
+    assert verdict.saturated and not verdict.feasible
+    stable = {**row, "saturation.backlog_growth.ci_low": -3.0}
+    assert judge(stable, [parse_slo("ttft_p99=1.0")]).feasible
+
+
+def test_an_slo_is_met_only_if_the_upper_end_of_the_interval_is():
+    row = {
+        "latency_s.ttft.p99": 0.9,
+        "latency_s.ttft.p99.ci_high": 1.1,
+        "saturation.backlog_growth": 0.0,
+        "saturation.backlog_growth.ci_low": -1.0,
+    }
+    verdict = judge(row, [parse_slo("ttft_p99=1.0")])
+    assert not verdict.feasible and "ttft_p99 1.1 > 1" in verdict.reason
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 40))
+def test_fewest_replicas_finds_the_threshold_from_any_guess(needed, guess, max_replicas):
+    tried = []
+
+    def feasible(n: int) -> bool:
+        assert 1 <= n <= max_replicas
+        tried.append(n)
+        return n >= needed
+
+    found = fewest_replicas(feasible, guess, max_replicas)
+    assert found == (needed if needed <= max_replicas else None)
+    assert len(tried) <= 2 * math.ceil(math.log2(max_replicas + 1)) + 2
+
+
+@given(st.floats(0.5, 500.0), st.floats(0.1, 1000.0))
+def test_highest_rate_brackets_then_bisects_to_the_tolerance(capacity, start):
+    def check(rate: float) -> Verdict:
+        return Verdict(rate <= capacity, False, 0.0, "", {})
+
+    found = highest_rate(check, start, 0.02)
+    assert 0.98 * capacity <= found.rate <= capacity
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("ttft_p99", "expected NAME=SECONDS"),
+        ("ttft_p95=1", "expected NAME=SECONDS"),
+        ("ttft_p99=fast", "not a number"),
+        ("tpot_p99=0", "must be > 0"),
+    ],
+)
+def test_bad_slo_is_a_user_error(text, message):
+    with pytest.raises(UserError, match=message):
+        parse_slo(text)
+
+
+def test_an_option_whose_runs_raise_is_reported_and_the_others_still_planned(tmp_path):
+    result = plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        tps=[1, 2],
+        overrides=["batcher.gpu_memory_utilization=0.15"],  # 12 GB of an H100: no 8B at tp=1
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    status = result.options.set_index("tp")["status"]
+    assert status[2] == "ok"
+    assert status[1].startswith("error:") and "does not fit" in status[1]
+
+
+def test_a_gpu_without_a_price_is_named(tmp_path):
+    with pytest.raises(UserError, match="no price for gpu 'mi300x' with pricing 'on_demand'"):
+        plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100", "mi300x"], out=tmp_path)
+
+
+def test_planning_needs_two_seeds_for_an_interval(tmp_path):
+    with pytest.raises(UserError, match="at least 2 seeds"):
+        plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], seeds=1, out=tmp_path)
+
+
+def test_plan_command_prints_the_options(tmp_path, capsys):
+    scenario = tmp_path / "dd.toml"
+    scenario.write_text(
+        """
+[sim]
+seed = 3
+duration_s = 60.0
+warmup_s = 5.0
+[workload]
+arrival = "gamma"
+rate = 10.0
+cv = 0.01
+[[workload.classes]]
+name = "one-step"
+prompt_tokens = { dist = "fixed", value = 100 }
+output_tokens = { dist = "fixed", value = 1 }
+[model]
+name = "llama-3-8b"
+[fleet]
+gpu = "h100"
+[batcher]
+max_num_seqs = 1
+[perf]
+kind = "service_time"
+distribution = "deterministic"
+mean_s = 0.25
+""",
+        encoding="utf-8",
+    )
+    argv = ["plan", str(scenario), "--rate", "10", "--slo", "ttft_p99=0.3", "--seeds", "2"]
+    argv += ["--price", "h100=4", "--workers", "1", "--out", str(tmp_path / "plan")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["gpu", "tp", "replicas"]
+    assert lines[1].split()[:3] == ["h100", "1", "3"]
