@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,10 +176,11 @@ class ArrivalFeed:
         recorder: Recorder,
     ) -> None:
         self.env, self.replicas, self.router, self.recorder = env, replicas, router, recorder
-        self._arrival_s = workload.arrival_s.tolist()
-        self._prompts = workload.prompt_tokens.tolist()
-        self._outputs = workload.output_tokens.tolist()
-        self._classes = workload.class_index.tolist()
+        # array buffers rather than lists: a million Python numbers would cost ~100 MB
+        self._arrival_s = _buffer(workload.arrival_s, "d")
+        self._prompts = _buffer(workload.prompt_tokens, "q")
+        self._outputs = _buffer(workload.output_tokens, "q")
+        self._classes = _buffer(workload.class_index, "h")
         self._priorities = workload.class_priorities
         self._prefixes = workload.prefix_hashes
         self._next = 0
@@ -215,6 +217,13 @@ class ArrivalFeed:
         self._next = rid
         if rid < len(arrivals):
             self._schedule(arrivals[rid])
+
+
+def _buffer(values: np.ndarray, typecode: str) -> array:
+    """`values` as an ``array.array`` whose items read back as plain Python numbers."""
+    out = array(typecode)
+    out.frombytes(np.ascontiguousarray(values, dtype=np.dtype(typecode)).tobytes())
+    return out
 
 
 def _run_env(
