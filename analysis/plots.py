@@ -92,7 +92,9 @@ def _margin_axis(ax: Axes, curve: pd.DataFrame, x: str, x_scale: float = 1.0) ->
             color=f"C{series.index(name)}",
             clip_on=False,
         )
-    ax.set_ylim(bottom=MARGIN_FLOOR_PCT)
+    # the lines run on below the cut, so autoscaling would stretch the top: margin <= 100 %
+    top = min(100.0, float(curve["margin"].max()) * 100.0)
+    ax.set_ylim(MARGIN_FLOOR_PCT, top + 0.05 * (top - MARGIN_FLOOR_PCT))
     ax.text(0.01, 0.01, "axis cut; ▼ = lower margin", transform=ax.transAxes, fontsize=7)
 
 
