@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
 from sim.errors import UserError
 from sim.scenario import RooflineConfig, Scenario, ServiceTimeConfig
 
+NUMPY_STRETCH = 64  # stretches at least this long are computed with numpy (same results)
 ACTIVATION_BYTES = 2.0  # bf16 activations: GEMM inputs/outputs, element-wise kernels, all-reduces
 
 
@@ -67,12 +69,12 @@ class StepTimeModel(Protocol):
 
     def decode_stretch_s(
         self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
-    ) -> list[float]:
+    ) -> Sequence[float]:
         """Durations of `iterations` pure decode iterations of `num_seqs` sequences.
 
         The first iteration attends `context_sum` positions in all; each next one `num_seqs`
-        more. `padded_seqs` rows of CUDA-graph padding are computed too. This is the hot path of
-        step compression.
+        more. `padded_seqs` rows of CUDA-graph padding are computed too. A list, or a numpy
+        array for long stretches. This is the hot path of step compression.
         """
         ...
 
@@ -337,6 +339,12 @@ class Roofline:
         layers, position_s = self.layers, self.params.decode_position_s
         contexts = range(context_sum, context_sum + iterations * num_seqs, num_seqs)
         if p == math.inf and position_s == 0.0:  # the plain roofline: a max per iteration
+            if iterations >= NUMPY_STRETCH:  # the same operations, elementwise
+                c = np.arange(context_sum, context_sum + iterations * num_seqs, num_seqs) * 1.0
+                flops = flops_per_pos * c / flops_s
+                return fixed + layers * np.maximum(
+                    flops, (kv_per_pos * (c + pad) + seq_bytes) / kv_s
+                )
             return [
                 fixed
                 + layers

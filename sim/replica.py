@@ -14,6 +14,9 @@ boundary's decision.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+
+import numpy as np
 import simpy
 
 from sim.batching import Batcher, Step
@@ -109,33 +112,35 @@ class Replica:
     def _run_stretch(self, step: Step):
         """Run up to `step.max_iterations` decode iterations as one event; returns how many ran."""
         env, work = self.env, step.work
-        durations = [
-            d + step.per_iteration_s
-            for d in self.perf.decode_stretch_s(
-                work.decode_seqs, work.decode_context, step.max_iterations, work.padded_seqs
-            )
-        ]
-        durations[0] += step.once_s
-        start = end = env.now
-        for d in durations:
-            end += d
+        durations = self.perf.decode_stretch_s(
+            work.decode_seqs, work.decode_context, step.max_iterations, work.padded_seqs
+        )
+        start = env.now
+        ends = _boundaries(start, durations, step.per_iteration_s, step.once_s)
         self._interruptible = True
         try:
-            yield env.timeout(end - start)
-            done = len(durations)
+            yield env.timeout(ends[-1] - start)
+            done = len(ends)
         except simpy.Interrupt:
-            done, end = _first_boundary_at_or_after(start, durations, env.now)
-            yield env.timeout(end - env.now)
+            done = min(bisect_left(ends, env.now), len(ends) - 1) + 1
+            yield env.timeout(ends[done - 1] - env.now)
         self._interruptible = False
-        self.perf.unuse(len(durations) - done)
+        self.perf.unuse(len(ends) - done)
         return done
 
 
-def _first_boundary_at_or_after(start: float, durations: list[float], t: float):
-    """(iterations, time) of the first iteration boundary at or after `t`."""
-    end = start
-    for i, d in enumerate(durations):
-        end += d
-        if end >= t:
-            return i + 1, end
-    return len(durations), end
+def _boundaries(start: float, durations, per_iteration_s: float, once_s: float):
+    """Times at which each iteration of a stretch ends, summed one by one as SimPy would.
+
+    Every iteration also takes `per_iteration_s`; the first takes `once_s` more.
+    """
+    if isinstance(durations, np.ndarray):
+        steps = durations + per_iteration_s
+        steps[0] += once_s
+        return np.cumsum(np.concatenate(([start], steps)))[1:]
+    ends, end = [], start
+    for d in durations:
+        end += d + per_iteration_s + once_s
+        once_s = 0.0
+        ends.append(end)
+    return ends

@@ -188,3 +188,16 @@ def test_quantized_weights_and_kv_cache_raise_the_kv_capacity():
     weights = MODELS["llama-3-8b"].total_params  # bytes freed by 1-byte instead of 2-byte weights
     block = 16 * MODELS["llama-3-8b"].kv_values_per_token * 2
     assert fp8_weights - base == pytest.approx(weights / block, abs=1)
+
+
+def test_long_decode_stretches_computed_with_numpy_equal_one_iteration_at_a_time():
+    import numpy as np
+
+    from sim.perf import NUMPY_STRETCH, make_step_time_model
+    from tests.conftest import scenario
+
+    model = make_step_time_model(scenario(), np.random.default_rng(0))
+    stretch = model.decode_stretch_s(37, 50_000, NUMPY_STRETCH + 10)
+    assert isinstance(stretch, np.ndarray)
+    one_by_one = [model.decode_stretch_s(37, 50_000 + 37 * i, 1)[0] for i in range(len(stretch))]
+    assert stretch.tolist() == one_by_one

@@ -99,7 +99,7 @@ class ContinuousBatcher:
             decodes = self.decodes
             work = StepWork(decode_seqs=len(decodes), decode_context=decodes.context_sum())
             admit = not self.swapped and (not changed or not self.decodes)
-            if self.cfg.mix_prefill_decode and admit:
+            if self.cfg.mix_prefill_decode and admit and (self.waiting or self.prefilling):
                 free = self.capacity_blocks - self.used_blocks - self.decodes.new_blocks(1)
                 budget = self.cfg.max_num_batched_tokens - work.decode_seqs
                 self._fill_prompts(work, budget, free, now)
