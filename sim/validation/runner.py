@@ -1,0 +1,160 @@
+"""Run the validation cases as independent replications and compare them with theory.
+
+Replications run in parallel worker processes (one engine run each). Each replication starts
+empty, drops the arrivals of its first `WARMUP_RELAXATIONS` relaxation times through
+``sim.warmup_s`` (the start-empty bias decays like exp(-t / relaxation)), keeps at least
+`MEASURED_RELAXATIONS` relaxation times of arrivals, and yields one mean per metric; the checker
+of ``analysis.invariants`` must pass on every run.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.invariants import check_run, failures
+from analysis.metrics import latencies
+from analysis.rundata import RunData
+from sim.engine import run
+from sim.scenario import scenario_from_dict
+from sim.validation.cases import LOADS, Case, all_cases, requests_needed
+from sim.validation.stats import (
+    Interval,
+    passes,
+    per_check_confidence,
+    relative_error,
+    t_interval,
+)
+
+WARMUP_RELAXATIONS = 5.0
+MEASURED_RELAXATIONS = 20.0
+MIN_REQUESTS_PER_REPLICATION = 2_000
+WAIT_EPS_S = 1e-9  # a wait above this counts as waiting (arrival times are float sums)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How hard to validate: loads, precision, replications and the relative tolerance."""
+
+    name: str
+    loads: tuple[float, ...]
+    target_rse: float
+    replications: int
+    tolerance: float
+
+
+FULL = Profile("full", LOADS, target_rse=0.01, replications=10, tolerance=0.03)
+# the slow test suite: the full precision at the loads that fit CI's time limit (rho = 0.95
+# needs ~4x the requests of all other loads together; docs/validation.md covers it)
+CI = Profile("ci", LOADS[:3], target_rse=0.01, replications=10, tolerance=0.03)
+QUICK = Profile("quick", (0.5, 0.8), target_rse=0.03, replications=10, tolerance=0.10)
+
+
+def replication_metrics(case: Case, num_requests: int, seed: int) -> dict[str, float]:
+    """Run one replication of `case` and return its metric values (after warm-up)."""
+    warmup_s = WARMUP_RELAXATIONS * case.relaxation_s
+    scenario = scenario_from_dict(
+        {
+            **case.scenario,
+            "name": f"{case.name} rho={case.rho}",
+            "sim": {"seed": seed, "num_requests": num_requests, "warmup_s": warmup_s},
+        }
+    )
+    data = RunData.from_result(run(scenario))
+    broken = failures(check_run(data))
+    if broken:
+        raise AssertionError(
+            f"{scenario.name} seed {seed}: invariants broken: "
+            + "; ".join(f"{b.name} ({b.violations}x, e.g. {b.example})" for b in broken)
+        )
+    wall_s = data.run["wall_s"]
+    lat = latencies(data.measured)
+    wait = lat["queue"].to_numpy()
+    return {
+        "mean_wait_s": float(wait.mean()),
+        "p_wait": float((wait > WAIT_EPS_S).mean()),
+        "max_wait_s": float(wait.max()),
+        "mean_sojourn_s": float(lat["e2e"].mean()),
+        "wall_s": float(wall_s),
+    }
+
+
+def case_seed(case: Case) -> int:
+    """First seed of a case's replications: the same in every profile that runs the case."""
+    return zlib.crc32(f"{case.name}|{case.rho}".encode()) * 1000
+
+
+def _task(args: tuple[Case, int, int]) -> dict[str, float]:
+    return replication_metrics(*args)
+
+
+def plan(profile: Profile) -> list[tuple[Case, int]]:
+    """Each case of the profile with its requests per replication."""
+    out = []
+    for case in all_cases(profile.loads):
+        measured = requests_needed(case, profile.target_rse) / profile.replications
+        measured = max(measured, MEASURED_RELAXATIONS * case.relaxation_s * case.arrival_rate)
+        warmup = WARMUP_RELAXATIONS * case.relaxation_s * case.arrival_rate
+        per_rep = max(MIN_REQUESTS_PER_REPLICATION, math.ceil(measured + warmup))
+        out.append((case, per_rep))
+    return out
+
+
+def run_validation(profile: Profile, workers: int | None = None) -> list[dict]:
+    """Every check of the profile: theory, simulated mean, interval and verdict (JSON-ready)."""
+    planned = plan(profile)
+    tasks = [
+        (case, per_rep, case_seed(case) + rep)
+        for case, per_rep in planned
+        for rep in range(profile.replications)
+    ]
+    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1] * tasks[i][0].cost)
+    workers = workers or os.cpu_count() or 1
+    results: list[dict[str, float] | None] = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, metrics in zip(order, pool.map(_task, [tasks[i] for i in order]), strict=True):
+            results[i] = metrics
+    num_checks = sum(len(case.checks) for case, _ in planned)
+    confidence = per_check_confidence(num_checks)
+    entries = []
+    for k, (case, per_rep) in enumerate(planned):
+        reps = results[k * profile.replications : (k + 1) * profile.replications]
+        for check in case.checks:
+            values = np.array([r[check.metric] for r in reps])  # type: ignore[index]
+            ci = _summarize(values, check.relation, confidence)
+            entries.append(
+                {
+                    "case": case.name,
+                    "rho": case.rho,
+                    "metric": check.metric,
+                    "relation": check.relation,
+                    "theory": check.theory,
+                    "simulated": ci.mean,
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "rel_error": relative_error(ci.mean, check.theory),
+                    "passed": passes(check.relation, check.theory, ci, profile.tolerance),
+                    "requests": per_rep * profile.replications,
+                    "wall_s": float(sum(r["wall_s"] for r in reps)),  # type: ignore[index]
+                    "replications": profile.replications,
+                    "confidence": confidence,
+                    "tolerance": profile.tolerance,
+                }
+            )
+    return entries
+
+
+def _summarize(values: np.ndarray, relation: str, confidence: float) -> Interval:
+    """A maximum is reported as the largest over replications; means get a t interval."""
+    if relation == "<=":
+        top = float(values.max())
+        return Interval(top, top, top)
+    return t_interval(values, confidence)
+
+
+PROFILES = {p.name: p for p in (FULL, CI, QUICK)}
