@@ -32,7 +32,7 @@ from sim.validation.stats import (
 )
 
 WARMUP_RELAXATIONS = 5.0
-MEASURED_RELAXATIONS = 20.0
+MEASURED_RELAXATIONS = 5.0
 MIN_REQUESTS_PER_REPLICATION = 2_000
 WAIT_EPS_S = 1e-9  # a wait above this counts as waiting (arrival times are float sums)
 
