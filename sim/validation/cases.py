@@ -153,7 +153,7 @@ def shortest_queue(c: int, rho: float) -> Case:
             Check("mean_wait_s", theory.erlang_arrivals_wait_s(c, lam, 1.0), "<"),
         ),
         _relaxation_s(rho) / c,  # c servers drain together, like M/M/c
-        cost=0.1,  # bounds, not equalities: a coarse interval decides them
+        cost=0.4,  # bounds, not equalities: a coarser interval decides them
     )
 
 

@@ -34,6 +34,7 @@ from sim.validation.stats import (
 WARMUP_RELAXATIONS = 5.0
 MEASURED_RELAXATIONS = 5.0
 MIN_REQUESTS_PER_REPLICATION = 2_000
+MAX_REPLICATION_FACTOR = 4  # second stage: at most this many times the first's replications
 WAIT_EPS_S = 1e-9  # a wait above this counts as waiting (arrival times are float sums)
 
 
@@ -106,26 +107,30 @@ def plan(profile: Profile) -> list[tuple[Case, int]]:
 
 
 def run_validation(profile: Profile, workers: int | None = None) -> list[dict]:
-    """Every check of the profile: theory, simulated mean, interval and verdict (JSON-ready)."""
+    """Every check of the profile: theory, simulated mean, interval and verdict (JSON-ready).
+
+    Two stages: `profile.replications` replications of every case, then, for a case whose
+    equality checks came out less precise than `profile.target_rse`, more replications of the
+    same size, as many as the first stage's variance says the target needs (at most
+    `MAX_REPLICATION_FACTOR` times the first stage).
+    """
     planned = plan(profile)
-    tasks = [
-        (case, per_rep, case_seed(case) + rep)
-        for case, per_rep in planned
-        for rep in range(profile.replications)
-    ]
-    order = sorted(range(len(tasks)), key=lambda i: -tasks[i][1] * tasks[i][0].cost)
     workers = workers or os.cpu_count() or 1
-    results: list[dict[str, float] | None] = [None] * len(tasks)
+    reps: list[list[dict[str, float]]] = [[] for _ in planned]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, metrics in zip(order, pool.map(_task, [tasks[i] for i in order]), strict=True):
-            results[i] = metrics
+        first = {k: profile.replications for k in range(len(planned))}
+        _run_replications(pool, planned, first, reps)
+        more = {
+            k: _replications_needed(case, reps[k], profile) - len(reps[k])
+            for k, (case, _) in enumerate(planned)
+        }
+        _run_replications(pool, planned, {k: n for k, n in more.items() if n > 0}, reps)
     num_checks = sum(len(case.checks) for case, _ in planned)
     confidence = per_check_confidence(num_checks)
     entries = []
     for k, (case, per_rep) in enumerate(planned):
-        reps = results[k * profile.replications : (k + 1) * profile.replications]
         for check in case.checks:
-            values = np.array([r[check.metric] for r in reps])  # type: ignore[index]
+            values = np.array([r[check.metric] for r in reps[k]])
             ci = _summarize(values, check.relation, confidence)
             entries.append(
                 {
@@ -139,14 +144,46 @@ def run_validation(profile: Profile, workers: int | None = None) -> list[dict]:
                     "ci_high": ci.high,
                     "rel_error": relative_error(ci.mean, check.theory),
                     "passed": passes(check.relation, check.theory, ci, profile.tolerance),
-                    "requests": per_rep * profile.replications,
-                    "wall_s": float(sum(r["wall_s"] for r in reps)),  # type: ignore[index]
-                    "replications": profile.replications,
+                    "requests": per_rep * len(reps[k]),
+                    "wall_s": float(sum(r["wall_s"] for r in reps[k])),
+                    "replications": len(reps[k]),
                     "confidence": confidence,
                     "tolerance": profile.tolerance,
                 }
             )
     return entries
+
+
+def _run_replications(
+    pool: ProcessPoolExecutor,
+    planned: list[tuple[Case, int]],
+    counts: dict[int, int],
+    reps: list[list[dict[str, float]]],
+) -> None:
+    """Run `counts[k]` more replications of case k (seeds follow on), biggest first."""
+    tasks = [
+        (k, (planned[k][0], planned[k][1], case_seed(planned[k][0]) + len(reps[k]) + i))
+        for k, n in counts.items()
+        for i in range(n)
+    ]
+    tasks.sort(key=lambda t: -t[1][1] * t[1][0].cost)
+    done = pool.map(_task, [t[1] for t in tasks])
+    results = list(zip([t[0] for t in tasks], [t[1][2] for t in tasks], done, strict=True))
+    for k, _, metrics in sorted(results, key=lambda r: (r[0], r[1])):
+        reps[k].append(metrics)
+
+
+def _replications_needed(case: Case, reps: list[dict[str, float]], profile: Profile) -> int:
+    """Replications for a relative standard error of `profile.target_rse` on every equality."""
+    worst = 0.0
+    for check in case.checks:
+        if check.relation != "=":
+            continue
+        values = np.array([r[check.metric] for r in reps])
+        rse = values.std(ddof=1) / np.sqrt(len(values)) / abs(values.mean())
+        worst = max(worst, float(rse))
+    needed = math.ceil(len(reps) * (worst / profile.target_rse) ** 2)
+    return min(max(needed, len(reps)), MAX_REPLICATION_FACTOR * profile.replications)
 
 
 def _summarize(values: np.ndarray, relation: str, confidence: float) -> Interval:
