@@ -58,9 +58,12 @@ def markdown(entries: list[dict], profile: Profile, command: str) -> str:
         "time 1 s, so the tables read in units of the mean service time.",
         f"- {profile.replications} independent replications per case and load, each from an "
         "empty system; the arrivals of the first 5 relaxation times (E[S] / (1 - sqrt(rho))^2) "
-        "are dropped as warm-up. Requests per case sized for a relative standard error of "
-        f"{profile.target_rse:.0%} (Whitt 1989); {requests:,} requests simulated in all, "
-        f"{wall:,.0f} s of engine time summed over the worker processes.",
+        "are dropped as warm-up. Requests per replication sized for a relative standard error "
+        f"of {profile.target_rse:.0%} (Whitt 1989); where the first replications show that "
+        "an equality misses that precision, a second stage adds replications of the same size "
+        "until it is met (up to 4x; column `replications` of validation.json). "
+        f"{requests:,} requests simulated in all, {wall:,.0f} s of engine time summed over "
+        "the worker processes.",
         f"- Intervals are Student-t on the replication means at level "
         f"{entries[0]['confidence']:.5f} each (Bonferroni: all {len(entries)} hold together "
         "with 95% confidence).",
@@ -71,9 +74,12 @@ def markdown(entries: list[dict], profile: Profile, command: str) -> str:
         "- Every replication also passes the run invariants of `analysis/invariants.py` "
         "(conservation, ordered timestamps, disjoint steps, work conservation, token "
         "accounting, Little's law on the decode stage, KV capacity).",
+        "- The single-server cases are also checked request by request in the tests: the "
+        "engine's waits equal the Lindley recursion on its own arrival and service times, so a "
+        "deviation there comes from the sampled arrivals and service times, not the engine.",
         *(
             [
-                f"- Loads {', '.join(map(str, missing))} are not on this page: they belong to "
+                f"- Load(s) {', '.join(map(str, missing))} not on this page: they belong to "
                 "the `full` profile (`python -m sim validate --out DIR`), whose requests at "
                 "those loads outnumber all lower loads together several times over (the "
                 "variance of a mean wait grows like 1 / (1 - rho)^2)."
