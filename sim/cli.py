@@ -107,6 +107,56 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     add_compare(sub)
 
 
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate", help="check the engine against queueing theory; write validation.json/.md"
+    )
+    p.add_argument("--out", required=True, help="folder for validation.json, .md and figure")
+    p.add_argument(
+        "--quick", action="store_true", help="two loads, fewer requests (about a minute)"
+    )
+    p.add_argument("--profile", choices=("full", "ci", "quick"), help="full (default), ci or quick")
+    p.add_argument("--workers", type=int, help="worker processes (default: all CPUs)")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from sim.validation.report import write_report
+    from sim.validation.runner import PROFILES, run_validation
+
+    name = args.profile or ("quick" if args.quick else "full")
+    profile = PROFILES[name]
+    entries = run_validation(profile, args.workers)
+    command = "python -m sim validate" + (f" --profile {name}" if name != "full" else "")
+    write_report(entries, profile, Path(args.out), f"{command} --out {args.out}")
+    failed = [e for e in entries if not e["passed"]]
+    print(f"{len(entries) - len(failed)} of {len(entries)} checks pass; report in {args.out}/")
+    for e in failed:
+        print(
+            f"FAILED {e['case']} rho={e['rho']} {e['metric']} {e['relation']} theory "
+            f"{e['theory']:.5g}: simulated {e['simulated']:.5g} [{e['ci_low']:.5g}, "
+            f"{e['ci_high']:.5g}]"
+        )
+    return 1 if failed else 0
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check the invariants of a run directory")
+    p.add_argument("run_dir", help="a directory written by `sim run`")
+    p.set_defaults(func=_cmd_check)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from analysis.invariants import check_run
+    from analysis.rundata import load_run
+
+    results = check_run(load_run(args.run_dir))
+    for inv in results:
+        verdict = "ok" if inv.passed else f"FAILED {inv.violations}x: {inv.example}"
+        print(f"{inv.name:<28} {verdict}")
+    return 0 if all(inv.passed for inv in results) else 1
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_run,
     _add_compare,
@@ -114,6 +164,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     perf_cli.add,
     add_sweep,
     add_plan,
+    _add_validate,
+    _add_check,
 ]
 
 

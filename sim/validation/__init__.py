@@ -1,0 +1,1 @@
+"""Validation of the engine against queueing theory: closed forms, statistics, cases, report."""
