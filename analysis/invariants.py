@@ -13,8 +13,9 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
 * tokens: on each replica, the decode tokens of the steps trace (sum of iterations x
   decode_seqs) equal the output tokens of its completed requests minus the one token that each
   prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions). Prefill tokens
-  equal the prompt tokens of the scheduled requests when nothing was preempted (recomputations
-  add prompt + generated tokens, which the traces do not hold, so then only >= is checked).
+  equal the prompt tokens of the scheduled requests, less those found in the prefix cache, when
+  nothing was preempted (recomputations add prompt + generated tokens, which the traces do not
+  hold, so then only >= is checked).
 * Little's law on the decode stage: the time integral of decode_seqs over the steps trace
   (mean number decoding x time) equals the sum over completed requests of finish - first
   token (throughput x mean decode time), when nothing was preempted (<= otherwise, as a
@@ -51,17 +52,23 @@ class Invariant:
 
 def check_run(data: RunData) -> list[Invariant]:
     """Every invariant of one run."""
-    req, steps = data.requests, data.steps
+    req, steps, batcher = data.requests, data.steps, data.scenario.batcher
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
+    # static batches compute padding (longest prompt, finished rows): token laws become bounds
+    padded = batcher.kind == "static"
+    # a dynamic batcher may hold a request on an idle replica up to its queue delay
+    hold_s = getattr(batcher, "max_queue_delay_s", 0.0)
+    # vLLM-v0 iterations that prefill pause the decodes, as preemption does
+    paused = not getattr(batcher, "mix_prefill_decode", True)
     return [
         conservation(req, data.scenario.sim.drain, data.scenario.fleet.replicas),
         timestamps_ordered(req, tol),
         steps_disjoint(steps, tol),
-        work_conserving(req, steps, tol),
-        decode_tokens(req, steps),
-        prefill_tokens(req, steps),
-        littles_law_decode(req, steps, tol),
+        work_conserving(req, steps, tol, hold_s),
+        decode_tokens(req, steps, padded),
+        prefill_tokens(req, steps, padded),
+        littles_law_decode(req, steps, tol, padded, paused),
         kv_within_capacity(steps, data.kv_capacity_blocks),
     ]
 
@@ -132,8 +139,14 @@ def steps_disjoint(steps: pd.DataFrame, tol: float) -> Invariant:
     )
 
 
-def work_conserving(req: pd.DataFrame, steps: pd.DataFrame, tol: float) -> Invariant:
-    """No request waits on its replica during an idle gap of that replica."""
+def work_conserving(
+    req: pd.DataFrame, steps: pd.DataFrame, tol: float, hold_s: float = 0.0
+) -> Invariant:
+    """No request waits on its replica during an idle gap of that replica.
+
+    `hold_s`: how long after its arrival a request may be held on an idle replica on purpose
+    (a dynamic batcher's queue delay).
+    """
     waiting = req[(req["status"] != "rejected") & (req["replica"] >= 0)]
     bad_ids: list[int] = []
     for replica, group in waiting.groupby("replica"):
@@ -144,7 +157,7 @@ def work_conserving(req: pd.DataFrame, steps: pd.DataFrame, tol: float) -> Invar
         idx = np.searchsorted(gap_start, scheduled - tol, side="left") - 1
         has = idx >= 0
         overlaps = np.zeros(len(group), dtype=bool)
-        overlaps[has] = gap_end[idx[has]] > arrival[has] + tol
+        overlaps[has] = gap_end[idx[has]] > arrival[has] + hold_s + tol
         bad_ids += group["request_id"].to_numpy()[overlaps].tolist()
     return Invariant(
         "work conserving",
@@ -166,17 +179,17 @@ def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) ->
     return values.groupby(replica).sum().reindex(replicas, fill_value=0).to_numpy()
 
 
-def decode_tokens(req: pd.DataFrame, steps: pd.DataFrame) -> Invariant:
+def decode_tokens(req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False) -> Invariant:
     """Decode tokens of the steps trace = output tokens of completed requests minus prefills.
 
-    Exact when no request is left in flight; otherwise the steps also hold tokens of unfinished
-    requests, so then only >= is required.
+    Exact when no request is left in flight and batches are not padded; otherwise the steps also
+    hold tokens of unfinished requests or padding rows, so then only >= is required.
     """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     decoded = _per_replica(steps["iterations"] * steps["decode_seqs"], steps["replica"], replicas)
     done = req[req["status"] == "completed"]
     owed = _per_replica(done["output_tokens"] - 1 - done["preemptions"], done["replica"], replicas)
-    settled = bool((req["status"] != "in_flight").all())
+    settled = bool((req["status"] != "in_flight").all()) and not padded
     bad = replicas[decoded != owed] if settled else replicas[decoded < owed]
     return _result(
         "decode tokens",
@@ -188,19 +201,23 @@ def decode_tokens(req: pd.DataFrame, steps: pd.DataFrame) -> Invariant:
     )
 
 
-def prefill_tokens(req: pd.DataFrame, steps: pd.DataFrame) -> Invariant:
-    """Prefill tokens of the steps = prompt tokens of the scheduled requests (>= on preemption)."""
+def prefill_tokens(req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False) -> Invariant:
+    """Prefill tokens of the steps = prompt tokens of the scheduled requests.
+
+    Only >= on preemption (recomputation) or padding (prompts padded to the batch's longest).
+    """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     done = steps["prefill_tokens"]
     prefilled = _per_replica(done, steps["replica"], replicas)
-    scheduled = req[req["first_token_s"].notna()]
-    prompts = _per_replica(scheduled["prompt_tokens"], scheduled["replica"], replicas)
+    computed = req["prompt_tokens"] - req["cached_prompt_tokens"]  # prefix-cache hits skip prefill
+    scheduled = req["first_token_s"].notna()
+    prompts = _per_replica(computed[scheduled], req["replica"][scheduled], replicas)
     preempted = _per_replica(req["preemptions"], req["replica"], replicas) > 0
-    started = req[req["first_scheduled_s"].notna() & req["first_token_s"].isna()]
-    in_progress = _per_replica(started["prompt_tokens"], started["replica"], replicas)
+    started = req["first_scheduled_s"].notna() & req["first_token_s"].isna()
+    in_progress = _per_replica(computed[started], req["replica"][started], replicas)
     low_ok = prefilled >= prompts
     exact_ok = (prefilled >= prompts) & (prefilled <= prompts + in_progress)
-    bad = replicas[~np.where(preempted, low_ok, exact_ok)]
+    bad = replicas[~np.where(preempted | padded, low_ok, exact_ok)]
     return _result(
         "prefill tokens",
         bad,
@@ -211,15 +228,30 @@ def prefill_tokens(req: pd.DataFrame, steps: pd.DataFrame) -> Invariant:
     )
 
 
-def littles_law_decode(req: pd.DataFrame, steps: pd.DataFrame, tol: float) -> Invariant:
-    """Integral of decode_seqs over time = sum of (finish - first token) of completed requests."""
+def littles_law_decode(
+    req: pd.DataFrame,
+    steps: pd.DataFrame,
+    tol: float,
+    padded: bool = False,
+    paused: bool = False,
+) -> Invariant:
+    """Integral of decode_seqs over time = sum of (finish - first token) of completed requests.
+
+    <= when requests were preempted or decodes `paused` for prefills (both stop decoding for a
+    while); >= with padded batches (finished rows keep decoding).
+    """
     if (req["status"] == "in_flight").any():
         return Invariant("little's law (decode stage)", 0, "")
     area = float(((steps["end_s"] - steps["start_s"]) * steps["decode_seqs"]).sum())
     decode_time = float((req["finish_s"] - req["first_token_s"]).sum())  # NaN rows skipped
     slack = tol * max(len(steps), 1) + 1e-9 * max(area, decode_time)
-    preempted = bool(req["preemptions"].sum() > 0)
-    ok = area <= decode_time + slack if preempted else abs(area - decode_time) <= slack
+    preempted = bool(req["preemptions"].sum() > 0) or paused
+    if padded:
+        ok = area >= decode_time - slack
+    elif preempted:
+        ok = area <= decode_time + slack
+    else:
+        ok = abs(area - decode_time) <= slack
     return Invariant(
         "little's law (decode stage)",
         0 if ok else 1,

@@ -12,7 +12,7 @@ from sim.engine import run
 from sim.scenario import Scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
+SCENARIOS = sorted((ROOT / "scenarios").rglob("*.toml"))
 
 BASE = {
     "name": "test",
