@@ -23,7 +23,6 @@ apply to any model shape, `tp` and, as a first guess, to another GPU.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 from sim.catalog import Accelerator, ModelShape, builtin_accelerators
 from sim.errors import UserError
 from sim.perf import PerfParams, Roofline
+from sim.scenario import read_toml
 
 SHAPE_COLUMNS = (
     "layers",
@@ -366,12 +366,7 @@ def _toml_float(value: float) -> str:
 def load_calibration(path: str | Path) -> Calibration:
     """Read a calibration TOML; UserError for a missing file or a bad or unknown field."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such calibration file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path, "calibration")
     meta, values = data.get("calibration", {}), data.get("params")
     if not isinstance(values, dict):
         raise UserError(f"{path}: missing the [params] table")

@@ -480,18 +480,33 @@ class Scenario(Section):
 # ----------------------------------------------------------------------------- loading
 
 
-def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read, override (``section.field=value``) and validate a scenario file."""
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """The tables of a TOML file; UserError naming the file when it is missing or malformed."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path}: no such scenario file") from None
+        raise UserError(f"{path}: no such {what} file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
+
+
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """A scenario file's raw data, with its `name` and `base_dir` filled in.
+
+    The name is the file's stem unless the file names itself; `base_dir` is the folder that
+    the scenario's relative paths start from.
+    """
+    path = Path(path)
+    data = read_toml(path, "scenario")
     data.setdefault("name", path.stem)
     data["base_dir"] = str(path.parent.resolve())
-    return scenario_from_dict(data, source=str(path), overrides=overrides)
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read, override (``section.field=value``) and validate a scenario file."""
+    return scenario_from_dict(read_scenario_file(path), source=str(path), overrides=overrides)
 
 
 def scenario_from_dict(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from sim.errors import UserError
-from sim.scenario import Scenario, load_scenario, scenario_from_dict
+from sim.scenario import Scenario, read_scenario_file, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import Axis, Point, grid_points, parse_axis
 from sim.study.runner import RunOutcome, RunTask, read_metrics, run_one
@@ -49,11 +48,9 @@ def scenario_source(scenario: ScenarioLike) -> ScenarioSource:
         return ScenarioSource(scenario.model_dump(mode="json", exclude_unset=True), scenario.name)
     if isinstance(scenario, Mapping):
         return ScenarioSource(dict(scenario), str(scenario.get("name", "<scenario>")))
-    path = Path(scenario)
-    validated = load_scenario(path)  # reports a missing or malformed file
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    data["name"], data["base_dir"] = validated.name, validated.base_dir
-    return ScenarioSource(data, str(path))
+    data = read_scenario_file(scenario)
+    scenario_from_dict(data, source=str(scenario))  # reports an invalid file before any run
+    return ScenarioSource(data, str(scenario))
 
 
 @dataclass(frozen=True)
