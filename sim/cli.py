@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sim import perf_cli
+from sim.compare_cli import add_compare
 from sim.errors import UserError
 from sim.report_cli import add_report
 from sim.study.commands import add_plan, add_sweep
@@ -101,12 +102,6 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _add_compare(sub: argparse._SubParsersAction) -> None:
-    from sim.compare_cli import add_compare
-
-    add_compare(sub)
-
-
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate", help="check the engine against queueing theory; write validation.json/.md"
@@ -159,7 +154,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_run,
-    _add_compare,
+    add_compare,
     add_report,
     perf_cli.add,
     add_sweep,
