@@ -6,6 +6,7 @@ Every benchmark ends by printing one JSON line (``wall_s``, ``requests``, ``requ
 
 from __future__ import annotations
 
+import argparse
 import json
 import resource
 import sys
@@ -62,6 +63,18 @@ def fleet_scenario(
         },
         "benchmarks/common.py",
     )
+
+
+def fleet_parser(description: str, requests: int) -> argparse.ArgumentParser:
+    """The options of a fleet benchmark: requests, replicas, load and a replica's capacity."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--requests", type=int, default=requests)
+    parser.add_argument("--replicas", type=int, default=32)
+    parser.add_argument("--load", type=float, default=0.7, help="fraction of fleet capacity")
+    parser.add_argument(
+        "--capacity-per-s", type=float, help="a replica's capacity (default: measure it)"
+    )
+    return parser
 
 
 def replica_capacity_per_s() -> float:

@@ -10,10 +10,15 @@ request traces must be identical (same status, replica and preemptions; times eq
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-from common import fleet_scenario, machine_load, replica_capacity_per_s, report, timed_run
+from common import (
+    fleet_parser,
+    fleet_scenario,
+    machine_load,
+    replica_capacity_per_s,
+    report,
+    timed_run,
+)
 
 TIME_COLUMNS = ("first_scheduled_s", "first_token_s", "finish_s")
 EXACT_COLUMNS = ("status", "replica", "preemptions")
@@ -41,13 +46,7 @@ def trace_differences(fast, slow) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=100_000)
-    parser.add_argument("--replicas", type=int, default=32)
-    parser.add_argument("--load", type=float, default=0.7, help="fraction of fleet capacity")
-    parser.add_argument(
-        "--capacity-per-s", type=float, help="a replica's capacity (default: measure it)"
-    )
+    parser = fleet_parser(__doc__.splitlines()[0], requests=100_000)
     args = parser.parse_args()
 
     rate = args.load * (args.capacity_per_s or replica_capacity_per_s()) * args.replicas

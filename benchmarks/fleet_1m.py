@@ -9,19 +9,18 @@ requests per wall second, <= 6 SimPy events per request.
 
 from __future__ import annotations
 
-import argparse
-
-from common import fleet_scenario, machine_load, replica_capacity_per_s, report, timed_run
+from common import (
+    fleet_parser,
+    fleet_scenario,
+    machine_load,
+    replica_capacity_per_s,
+    report,
+    timed_run,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--replicas", type=int, default=32)
-    parser.add_argument("--load", type=float, default=0.7, help="fraction of fleet capacity")
-    parser.add_argument(
-        "--capacity-per-s", type=float, help="a replica's capacity (default: measure it)"
-    )
+    parser = fleet_parser(__doc__.splitlines()[0], requests=1_000_000)
     parser.add_argument("--no-step-compression", action="store_true")
     args = parser.parse_args()
 
