@@ -92,7 +92,9 @@ def conservation(req: pd.DataFrame, drained: bool, replicas: int) -> Invariant:
     bad_rejected = (status == "rejected") & req["first_scheduled_s"].notna()
     bad_unfinished = (status != "completed") & req["finish_s"].notna()
     bad_flight = (status == "in_flight") if drained else pd.Series(False, index=req.index)
-    bad_replica = (status != "rejected") & ~req["replica"].between(0, replicas - 1)
+    # -1: still in a central fleet queue when an undrained run stopped (never dispatched)
+    unrouted = (status == "in_flight") & (req["replica"] == -1) & req["first_scheduled_s"].isna()
+    bad_replica = (status != "rejected") & ~req["replica"].between(0, replicas - 1) & ~unrouted
     bad = req[bad_status | bad_done | bad_rejected | bad_unfinished | bad_flight | bad_replica]
     return _result(
         "conservation",

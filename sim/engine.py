@@ -7,6 +7,7 @@ import math
 import os
 import time
 from array import array
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,8 +132,9 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         for i in range(scenario.fleet.replicas)
     ]
     router = make_router(scenario.fleet.router, replicas)
-    recorder.on_leave = router.left
-    ArrivalFeed(env, workload, replicas, router, recorder).start()
+    feed = ArrivalFeed(env, workload, replicas, router, recorder)
+    recorder.on_leave = feed.left
+    feed.start()
     horizon = None if scenario.sim.drain else scenario.sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
@@ -165,6 +167,11 @@ class ArrivalFeed:
     One URGENT event per distinct arrival time (processed before iteration boundaries at the
     same time); its callback submits the request(s) arriving then and schedules the next.
     A chain of callbacks rather than a SimPy process: it skips the generator resumption.
+
+    A request the router holds (``choose()`` returns None) waits in the fleet's FIFO `held`;
+    when a request leaves a replica, an URGENT event at the same time dispatches held requests
+    while the router finds them a replica (an event rather than a direct call, so that no
+    request enters a batcher in the middle of its own bookkeeping).
     """
 
     def __init__(
@@ -184,17 +191,35 @@ class ArrivalFeed:
         self._priorities = workload.class_priorities
         self._prefixes = workload.prefix_hashes
         self._next = 0
+        self.held: deque[Request] = deque()
+        self._dispatch_pending = False
 
     def start(self) -> None:
         """Schedule the first arrival."""
         if self._arrival_s:
             self._schedule(self._arrival_s[0])
 
-    def _schedule(self, arrival_s: float) -> None:
+    def left(self, index: int) -> None:
+        """A request left replica `index`: tell the router; dispatch held requests soon."""
+        self.router.left(index)
+        if self.held and not self._dispatch_pending:
+            self._dispatch_pending = True
+            self._schedule(self.env.now, self._dispatch_held)
+
+    def _dispatch_held(self, _event: simpy.Event) -> None:
+        self._dispatch_pending = False
+        held, choose = self.held, self.router.choose
+        while held and (index := choose()) is not None:
+            req = held.popleft()
+            self.recorder.replica[req.rid] = index
+            self.replicas[index].submit(req)
+
+    def _schedule(self, at_s: float, callback=None) -> None:
+        """An URGENT event at `at_s` whose callback is `callback` (default: the next arrival)."""
         event = simpy.Event(self.env)
         event._ok, event._value = True, None
-        event.callbacks.append(self._arrive)
-        self.env.schedule(event, URGENT, arrival_s - self.env.now)
+        event.callbacks.append(callback or self._arrive)
+        self.env.schedule(event, URGENT, at_s - self.env.now)
 
     def _arrive(self, _event: simpy.Event) -> None:
         """Submit the request this event is for and any due at the same time; schedule the next."""
@@ -202,15 +227,19 @@ class ArrivalFeed:
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
         prompts, outputs = self._prompts, self._outputs
         chosen, replicas, choose = self.recorder.replica, self.replicas, self.router.choose
+        held = self.held
         while True:
             cls = classes[rid]
             prefix = prefixes[rid] if prefixes else ()
             req = Request(
                 rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
             )
-            index = choose()
-            chosen[rid] = index
-            replicas[index].submit(req)
+            index = None if held else choose()  # nobody overtakes a held request
+            if index is None:
+                held.append(req)
+            else:
+                chosen[rid] = index
+                replicas[index].submit(req)
             rid += 1
             if rid == len(arrivals) or arrivals[rid] > now:
                 break

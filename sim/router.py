@@ -1,8 +1,9 @@
 """Routers: which replica gets an arriving request.
 
 A router is a small class built over the fleet's replicas with ``choose() -> index`` (the replica
-that takes the next request) and ``left(index)`` (a request left that replica: it finished or was
-rejected; the recorder calls it). `ROUTERS` maps the scenario's ``fleet.router`` names to them.
+that takes the next request, or None to hold it in the fleet's queue) and ``left(index)`` (a
+request left that replica: it finished or was rejected; the recorder calls it). `ROUTERS` maps
+the scenario's ``fleet.router`` names to them.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from sim.replica import Replica
 
 
 class Router(Protocol):
-    def choose(self) -> int:
-        """Index of the replica that takes the next request."""
+    def choose(self) -> int | None:
+        """Index of the replica that takes the next request; None: hold it in the fleet queue."""
         ...
 
     def left(self, index: int) -> None:
@@ -57,16 +58,21 @@ class LeastOutstanding:
         self._heap = self._keys.copy()
         heapify(self._heap)
 
-    def choose(self) -> int:
+    def choose(self) -> int | None:
+        top = self._top()
+        index = top % self._count
+        self._keys[index] = top + self._count
+        heapreplace(self._heap, top + self._count)
+        return index
+
+    def _top(self) -> int:
+        """The smallest live key (stale entries above it are dropped)."""
         heap, keys, n = self._heap, self._keys, self._count
         top = heap[0]
         while keys[top % n] != top:
             heappop(heap)
             top = heap[0]
-        index = top % n
-        keys[index] = top + n
-        heapreplace(heap, top + n)
-        return index
+        return top
 
     def left(self, index: int) -> None:
         key = self._keys[index] - self._count
@@ -82,7 +88,33 @@ class LeastOutstanding:
         return [key // self._count for key in self._keys]
 
 
-ROUTERS: dict[str, type] = {"round_robin": RoundRobin, "least_outstanding": LeastOutstanding}
+class CentralQueue(LeastOutstanding):
+    """One fleet-wide FCFS queue: a request goes to a replica only when one has a free slot.
+
+    A replica has a free slot while it holds fewer requests than its batcher runs at once
+    (``max_num_seqs``, or ``max_batch``); the least loaded such replica takes the request (ties
+    to the lowest index). When every replica is full the request waits in the fleet's queue
+    (``choose`` returns None) and the engine dispatches it, in arrival order, as soon as a
+    request leaves. With c replicas of one slot each and exponential service times the fleet is
+    the M/M/c queue of Erlang C. A request still in the fleet's queue when an undrained run
+    stops has no replica (-1 in requests.parquet) and is in no replica's queue statistics.
+    """
+
+    def __init__(self, replicas: Sequence[Replica]) -> None:
+        super().__init__(replicas)
+        self._slots = replicas[0].batcher.slots  # every replica has the scenario's batcher
+
+    def choose(self) -> int | None:
+        if self._top() // self._count >= self._slots:
+            return None
+        return super().choose()
+
+
+ROUTERS: dict[str, type] = {
+    "round_robin": RoundRobin,
+    "least_outstanding": LeastOutstanding,
+    "central_queue": CentralQueue,
+}
 
 
 def make_router(name: str, replicas: Sequence[Replica]) -> Router:

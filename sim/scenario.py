@@ -211,7 +211,7 @@ class FleetConfig(Section):
     gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
     tp: int = Field(default=1, ge=1, le=64)
     replicas: int = Field(default=1, ge=1)
-    router: Literal["round_robin", "least_outstanding"] = "least_outstanding"
+    router: Literal["round_robin", "least_outstanding", "central_queue"] = "least_outstanding"
 
 
 # ----------------------------------------------------------------------------- [batcher]

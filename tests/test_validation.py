@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 
@@ -170,26 +171,43 @@ def test_full_precision_validation_passes_every_check(full_precision_entries):
     assert [e for e in full_precision_entries if not e["passed"]] == []
 
 
-@pytest.mark.parametrize("distribution", ["deterministic", "exponential"])
-def test_single_server_waits_equal_the_lindley_recursion_on_the_same_inputs(distribution):
-    """Request by request, the engine's FCFS server is exact: W_next = max(0, W + S - A)."""
+def _fcfs_waits(arrival: np.ndarray, service: np.ndarray, servers: int) -> np.ndarray:
+    """Kiefer-Wolfowitz: FCFS with one queue and `servers` servers (Lindley's W for one).
+
+    Each request, in arrival order, starts when it arrives or when the earliest server frees.
+    """
+    free_at = [0.0] * servers
+    waits = np.empty(len(arrival))
+    for i, a in enumerate(arrival):
+        start = max(a, heapq.heappop(free_at))
+        waits[i] = start - a
+        heapq.heappush(free_at, start + service[i])
+    return waits
+
+
+@pytest.mark.parametrize(
+    ("servers", "distribution"),
+    [(1, "deterministic"), (1, "exponential"), (4, "exponential"), (16, "exponential")],
+)
+def test_fcfs_waits_equal_the_queueing_recursion_on_the_same_inputs(servers, distribution):
+    """Request by request, the engine's FCFS queue is exact: one server (single replica) or a
+    central queue before c replicas give the waits of the recursion on the same arrival and
+    service times."""
     from analysis.rundata import RunData
     from sim.engine import run
     from sim.scenario import scenario_from_dict
-    from sim.validation.cases import single_server
+    from sim.validation.cases import central_queue, single_server
 
-    case = single_server("M/M/1", 0.8, {"distribution": distribution}, 1.0)
+    if servers == 1:
+        case = single_server("M/M/1", 0.8, {"distribution": distribution}, 1.0)
+    else:
+        case = central_queue(servers, 0.8)
     scenario = scenario_from_dict({**case.scenario, "sim": {"seed": 4, "num_requests": 20_000}})
-    req = RunData.from_result(run(scenario)).requests
+    req = RunData.from_result(run(scenario)).requests.sort_values("arrival_s", kind="stable")
     arrival = req["arrival_s"].to_numpy()
     service = (req["finish_s"] - req["first_scheduled_s"]).to_numpy()
-    expected = np.empty(len(req))
-    free_at = 0.0
-    for i, a in enumerate(arrival):
-        start = max(a, free_at)
-        expected[i] = start - a
-        free_at = start + service[i]
     waits = (req["first_scheduled_s"] - req["arrival_s"]).to_numpy()
-    assert np.max(np.abs(waits - expected)) < 1e-6
+    assert np.max(np.abs(waits - _fcfs_waits(arrival, service, servers))) < 1e-6
+    assert (waits > 1e-6).mean() > 0.2  # the queue was really used
     if distribution == "deterministic":
         assert np.allclose(service, 1.0)

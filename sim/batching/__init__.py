@@ -41,6 +41,9 @@ class Batcher(Protocol):
     outstanding: int
     """Requests inside the replica (waiting, running or swapped out), kept as a counter."""
 
+    slots: int
+    """Most requests it runs at once (``max_num_seqs``, or ``max_batch``)."""
+
     def rejection(self, req: Request) -> str | None:
         """Why `req` can never be served by this replica, or None."""
         ...

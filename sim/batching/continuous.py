@@ -64,6 +64,7 @@ class ContinuousBatcher:
         )
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
         self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
+        self.slots = cfg.max_num_seqs
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:

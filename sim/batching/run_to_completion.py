@@ -47,6 +47,7 @@ class RunToCompletionBatcher:
         self._live = 0  # members still generating
         self._live_context = 0  # prompt tokens of the members that take part in decoding
         self.outstanding = 0  # requests waiting or in the running batch, not yet finished
+        self.slots = cfg.max_batch
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:

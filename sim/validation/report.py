@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy.stats import norm  # noqa: E402
 
 from sim.validation.cases import (  # noqa: E402
     INF_ITERATION_S,
@@ -20,7 +21,11 @@ from sim.validation.cases import (  # noqa: E402
     PS_TOKENS,
     all_cases,
 )
-from sim.validation.runner import Profile  # noqa: E402
+from sim.validation.runner import (  # noqa: E402
+    TOLERANCE_IN_STANDARD_ERRORS,
+    Profile,
+    second_stage_rse,
+)
 
 FIGURE = "validation_mean_wait.png"
 RELATION_WORDS = {
@@ -60,8 +65,12 @@ def markdown(entries: list[dict], profile: Profile, command: str) -> str:
         "empty system; the arrivals of the first 5 relaxation times (E[S] / (1 - sqrt(rho))^2) "
         "are dropped as warm-up. Requests per replication sized for a relative standard error "
         f"of {profile.target_rse:.0%} (Whitt 1989); where the first replications show that "
-        "an equality misses that precision, a second stage adds replications of the same size "
-        "until it is met (up to 4x; column `replications` of validation.json). "
+        "an equality misses a relative standard error of "
+        f"{second_stage_rse(profile):.3%} (the {profile.tolerance:.0%} tolerance over "
+        f"{TOLERANCE_IN_STANDARD_ERRORS}: an exact engine misses it with probability "
+        f"{2 * norm.sf(TOLERANCE_IN_STANDARD_ERRORS):.0e} per check), a second stage adds "
+        "replications of the same size until it is met (up to 4x; column `replications` of "
+        "validation.json). "
         f"{requests:,} requests simulated in all, {wall:,.0f} s of engine time summed over "
         "the worker processes.",
         f"- Intervals are Student-t on the replication means at level "
@@ -74,9 +83,10 @@ def markdown(entries: list[dict], profile: Profile, command: str) -> str:
         "- Every replication also passes the run invariants of `analysis/invariants.py` "
         "(conservation, ordered timestamps, disjoint steps, work conservation, token "
         "accounting, Little's law on the decode stage, KV capacity).",
-        "- The single-server cases are also checked request by request in the tests: the "
-        "engine's waits equal the Lindley recursion on its own arrival and service times, so a "
-        "deviation there comes from the sampled arrivals and service times, not the engine.",
+        "- The FCFS cases are also checked request by request in the tests: the engine's waits "
+        "equal the Lindley recursion (one server) and the Kiefer-Wolfowitz recursion (central "
+        "queue, c servers) on its own arrival and service times, so a deviation there comes "
+        "from the sampled arrivals and service times, not the engine.",
         *(
             [
                 f"- Load(s) {', '.join(map(str, missing))} not on this page: they belong to "
@@ -112,12 +122,14 @@ each iteration's duration. Prompts are 1 token.
 
 {setups}
 
-**Why not Erlang C as an equality.** The engine routes each request to a replica on arrival and
-each replica keeps its own FCFS queue; there is no central queue. With several replicas that is
-not M/M/c: a replica can finish and sit idle while another replica's queue holds requests
-(work conservation holds per replica, not across the fleet). Round-robin routing makes every
-replica an exact E_c/M/1 queue, which is checked as an equality; join-the-shortest-queue is
-checked against its two bounds.
+**Which routers make M/M/c.** Only `router = "central_queue"`: requests wait in one fleet-wide
+FCFS queue and go to a replica when it frees a slot, so no server idles while a request waits.
+The other routers place a request on a replica when it arrives and each replica keeps its own
+FCFS queue: a replica can finish and sit idle while another replica's queue holds requests.
+Round-robin routing makes every replica an exact E_c/M/1 queue, checked as an equality up to
+rho = 0.9 (at 0.95 it would cost more than M/M/1 and M/D/1 together; it is not one of the
+queues the validation must cover, and its theory still serves as join-the-shortest-queue's
+upper bound there); join-the-shortest-queue is checked against its two bounds.
 
 **Discretization.** In M/G/1-PS a request joins at the next iteration boundary (it waits out
 the running iteration, d x batch size) and is then served in quanta of d: effects of order
@@ -130,6 +142,12 @@ SETUPS = (
         "1 replica, `max_num_seqs = 1`, 1 output token: each request is one prefill "
         "iteration, one service time",
         "Pollaczek-Khinchine mean wait lambda E[S^2] / (2 (1 - rho)); P(wait) = rho",
+    ),
+    (
+        "M/M/c central queue",
+        'c replicas, `max_num_seqs = 1`, `router = "central_queue"`: one FCFS queue for the '
+        "fleet, a request starts on the first replica that frees its slot",
+        "Erlang C: P(wait) = C(c, a), mean wait C(c, a) / (c mu - lambda)",
     ),
     (
         "M/M/c round-robin",

@@ -35,6 +35,9 @@ WARMUP_RELAXATIONS = 5.0
 MEASURED_RELAXATIONS = 5.0
 MIN_REQUESTS_PER_REPLICATION = 2_000
 MAX_REPLICATION_FACTOR = 4  # second stage: at most this many times the first's replications
+# The second stage aims for a relative standard error of tolerance / 3.5: an exact engine then
+# misses the tolerance with probability P(|Z| > 3.5) ~ 5e-4 per check, ~5% over 100 checks.
+TOLERANCE_IN_STANDARD_ERRORS = 3.5
 WAIT_EPS_S = 1e-9  # a wait above this counts as waiting (arrival times are float sums)
 
 
@@ -109,10 +112,10 @@ def plan(profile: Profile) -> list[tuple[Case, int]]:
 def run_validation(profile: Profile, workers: int | None = None) -> list[dict]:
     """Every check of the profile: theory, simulated mean, interval and verdict (JSON-ready).
 
-    Two stages: `profile.replications` replications of every case, then, for a case whose
-    equality checks came out less precise than `profile.target_rse`, more replications of the
-    same size, as many as the first stage's variance says the target needs (at most
-    `MAX_REPLICATION_FACTOR` times the first stage).
+    Two stages: `profile.replications` replications of every case (sized for
+    `profile.target_rse`), then, for a case whose equality checks came out less precise than
+    `second_stage_rse(profile)`, more replications of the same size, as many as the first
+    stage's variance says that needs (at most `MAX_REPLICATION_FACTOR` times the first stage).
     """
     planned = plan(profile)
     workers = workers or os.cpu_count() or 1
@@ -173,8 +176,13 @@ def _run_replications(
         reps[k].append(metrics)
 
 
+def second_stage_rse(profile: Profile) -> float:
+    """The relative standard error the second stage aims for on every equality."""
+    return min(profile.target_rse, profile.tolerance / TOLERANCE_IN_STANDARD_ERRORS)
+
+
 def _replications_needed(case: Case, reps: list[dict[str, float]], profile: Profile) -> int:
-    """Replications for a relative standard error of `profile.target_rse` on every equality."""
+    """Replications for a relative standard error of `second_stage_rse` on every equality."""
     worst = 0.0
     for check in case.checks:
         if check.relation != "=":
@@ -182,7 +190,7 @@ def _replications_needed(case: Case, reps: list[dict[str, float]], profile: Prof
         values = np.array([r[check.metric] for r in reps])
         rse = values.std(ddof=1) / np.sqrt(len(values)) / abs(values.mean())
         worst = max(worst, float(rse))
-    needed = math.ceil(len(reps) * (worst / profile.target_rse) ** 2)
+    needed = math.ceil(len(reps) * (worst / second_stage_rse(profile)) ** 2)
     return min(max(needed, len(reps)), MAX_REPLICATION_FACTOR * profile.replications)
 
 
