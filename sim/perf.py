@@ -99,7 +99,10 @@ class PerfParams:
     (infinite: the plain roofline maximum; 1: no overlap at all). Fixed costs in seconds:
     ``gemm_overhead_s`` per GEMM kernel (ramp-up and tail), ``layer_overhead_s`` per layer,
     ``attention_overhead_s`` per layer that runs attention (its small kernels: RoPE, KV write,
-    the attention launch), ``step_overhead_s`` per iteration.
+    the attention launch), ``step_overhead_s`` per iteration. In a profile of one shape the costs
+    per iteration, per GEMM and per layer are constants of every row and cannot be told apart; a
+    fit over three shapes puts the first two at zero (the fixed costs of a step are those of the
+    small kernels of each layer), so the shipped calibration holds them at 0 (docs/fidelity.md).
 
     The defaults are a plain roofline at the ceilings measured on an H200 on the day of the shipped
     profile (``sim/data/h200_llama3-8b_bf16.csv``, README of the shared data): a bf16 8192^3

@@ -11,6 +11,7 @@ from sim.calibration import (
     error_table,
     fit,
     load_calibration,
+    parse_fixed,
     predict_ms,
     read_profile,
     resolve_calibration,
@@ -24,8 +25,10 @@ from tests.conftest import ROOT, scenario
 
 PROFILE = ROOT / "sim" / "data" / "h200_llama3-8b_bf16.csv"
 SHIPPED = resolve_calibration("builtin:h200_llama-3-8b")
-# the H200's measured weight-streaming ceiling (benchmarks/profiles/ceilings.txt), held fixed
-FIXED = {"memory_efficiency": 0.827}
+PROFILES = ROOT / "benchmarks" / "profiles"
+# the H200's measured weight-streaming ceiling (benchmarks/profiles/ceilings.txt), held fixed, and
+# the per-iteration and per-GEMM costs that one shape cannot tell from the per-layer one, held at 0
+FIXED = {"memory_efficiency": 0.827, "step_overhead_s": 0.0, "gemm_overhead_s": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,45 @@ def test_the_shipped_calibration_is_what_the_documented_command_makes(fitted):
     assert shipped.gpu == "h200" and shipped.rows == 53
     for name, value in vars(shipped.params).items():
         assert getattr(fitted, name) == pytest.approx(value, rel=1e-3), name
+
+
+def test_one_shape_cannot_tell_per_iteration_from_per_layer_costs(profile, fitted):
+    free = fit(profile, fixed={"memory_efficiency": 0.827})
+    assert free.step_overhead_s > 1e-4  # the free fit puts ~0.17 ms per iteration ...
+    for phase, error in medians(profile, predict_ms(profile, free)).items():  # ... to no gain
+        assert medians(profile, predict_ms(profile, fitted))[phase] == pytest.approx(error, abs=0.1)
+
+
+# measured errors (docs/fidelity.md), rounded up: phase -> (median %, p90 %); the decode p90 and
+# the 70B slice's are well above the issue's 12% (the shipped profile's kernels differ from ours)
+CROSS_SHAPE_LIMITS = {
+    "h200_llama-3-70b-slice8_bf16.csv": {
+        "prefill": (6.5, 16),
+        "decode": (8, 19),
+        "dense": (6.5, 19),
+    },
+    "h200_llama-3.2-1b_bf16.csv": {"prefill": (9, 12), "decode": (4.5, 38), "dense": (3, 8.5)},
+}
+
+
+@pytest.mark.parametrize("name", CROSS_SHAPE_LIMITS)
+def test_shipped_calibration_predicts_other_shapes_within_the_measured_errors(name):
+    limits = CROSS_SHAPE_LIMITS[name]
+    other = read_profile(PROFILES / name, "h200")
+    table = error_table(other, predict_ms(other, load_calibration(SHIPPED).params))
+    for phase, _, median, p90, _ in table:
+        if phase in limits:
+            assert median <= limits[phase][0], phase
+            assert p90 <= limits[phase][1], phase
+
+
+def test_fixed_costs_may_be_held_at_zero_but_efficiencies_may_not():
+    assert parse_fixed(["step_overhead_s=0", "gemm_pad_tokens=0"]) == {
+        "step_overhead_s": 0.0,
+        "gemm_pad_tokens": 0.0,
+    }
+    with pytest.raises(UserError, match="must lie in"):
+        parse_fixed(["memory_efficiency=0"])
 
 
 def query(**overrides) -> dict:
