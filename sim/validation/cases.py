@@ -234,7 +234,7 @@ def all_cases(loads: tuple[float, ...] = LOADS) -> list[Case]:
             ),
         ]
         cases += [central_queue(c, rho) for c in SERVERS]
-        if rho in ROUND_ROBIN_LOADS:
+        if rho <= max(ROUND_ROBIN_LOADS):
             cases += [round_robin(c, rho) for c in SERVERS]
         cases += [shortest_queue(c, rho) for c in SERVERS]
         cases += [processor_sharing(rho), infinite_server(rho)]

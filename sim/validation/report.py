@@ -197,16 +197,16 @@ def _one_per_case(entries: list[dict]) -> list[dict]:
 def plot(entries: list[dict], path: Path) -> None:
     """One panel per case: theory across load as a line, simulated means with intervals."""
     names = list(dict.fromkeys(e["case"] for e in entries))
-    grid = np.linspace(0.3, 0.97, 60)
+    grid = np.union1d(np.linspace(0.3, 0.97, 60), LOADS)  # the curves pass through every load
     curves = _theory_curves(grid)
     cols = 4
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.2 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        for (_metric, relation), values in curves.get(name, {}).items():
+        for (_metric, relation), (loads, values) in curves.get(name, {}).items():
             style = {"=": "-", ">=": "--", "<": ":"}[relation]
             label = {"=": "theory", ">=": "Erlang C (lower bound)", "<": "round-robin"}[relation]
-            ax.plot(grid, values, style, color="black", lw=1, label=label)
+            ax.plot(loads, values, style, color="black", lw=1, label=label)
         points = [e for e in entries if e["case"] == name and e["metric"] in PLOTTED_METRICS]
         points = list({(e["rho"], e["metric"]): e for e in points}.values())
         rho = np.array([e["rho"] for e in points])
@@ -229,13 +229,16 @@ def plot(entries: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _theory_curves(grid: np.ndarray) -> dict[str, dict[tuple[str, str], list[float]]]:
-    """Theoretical value of each plotted check, by case name, across the load grid."""
-    curves: dict[str, dict[tuple[str, str], list[float]]] = {}
+def _theory_curves(grid: np.ndarray) -> dict[str, dict[tuple[str, str], tuple[list, list]]]:
+    """(loads, theoretical values) of each plotted check, by case name, over the load grid
+    (a case run over fewer loads gets its curve where it runs)."""
+    curves: dict[str, dict[tuple[str, str], tuple[list, list]]] = {}
     for rho in grid:
         for case in all_cases((float(rho),)):
             for check in case.checks:
                 if check.metric in PLOTTED_METRICS:
                     key = (check.metric, check.relation)
-                    curves.setdefault(case.name, {}).setdefault(key, []).append(check.theory)
+                    loads, values = curves.setdefault(case.name, {}).setdefault(key, ([], []))
+                    loads.append(float(rho))
+                    values.append(check.theory)
     return curves

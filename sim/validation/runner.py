@@ -54,7 +54,7 @@ class Profile:
 
 FULL = Profile("full", LOADS, target_rse=0.01, replications=10, tolerance=0.03)
 # the slow test suite: the full precision at the loads that fit CI's time limit (rho = 0.95
-# needs ~4x the requests of all other loads together; docs/validation.md covers it)
+# takes 2.7x the engine time of all other loads together; docs/validation.md covers it)
 CI = Profile("ci", LOADS[:3], target_rse=0.01, replications=10, tolerance=0.03)
 QUICK = Profile("quick", (0.5, 0.8), target_rse=0.03, replications=10, tolerance=0.10)
 
