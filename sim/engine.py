@@ -8,6 +8,7 @@ import os
 import time
 from array import array
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,7 +215,7 @@ class ArrivalFeed:
             self.recorder.replica[req.rid] = index
             self.replicas[index].submit(req)
 
-    def _schedule(self, at_s: float, callback=None) -> None:
+    def _schedule(self, at_s: float, callback: Callable[[simpy.Event], None] | None = None) -> None:
         """An URGENT event at `at_s` whose callback is `callback` (default: the next arrival)."""
         event = simpy.Event(self.env)
         event._ok, event._value = True, None

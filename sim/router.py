@@ -58,7 +58,7 @@ class LeastOutstanding:
         self._heap = self._keys.copy()
         heapify(self._heap)
 
-    def choose(self) -> int | None:
+    def choose(self) -> int:
         top = self._top()
         index = top % self._count
         self._keys[index] = top + self._count
