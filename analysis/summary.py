@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.economics import economics
+from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
     distribution,
@@ -14,7 +14,7 @@ from analysis.metrics import (
     throughput,
 )
 from analysis.rundata import RunData, load_run
-from analysis.utilization import fleet_utilization
+from analysis.utilization import fleet_utilization, pool_utilization
 
 
 def summarize(data: RunData) -> dict:
@@ -33,7 +33,30 @@ def summarize(data: RunData) -> dict:
         "batching": batching(data),
         "economics": economics(data),
         "classes": per_class(data),
+        "pools": per_pool(data),
     }
+
+
+def per_pool(data: RunData) -> dict[str, dict]:
+    """Per pool: what it is, its measured requests and throughput, its replicas' utilization,
+    and its cost, revenue and margin over the whole run (pools' costs add up to the fleet's)."""
+    measured = data.measured
+    pools = data.request_pools().loc[measured.index]
+    utilization, money = pool_utilization(data), pool_economics(data)
+    out = {}
+    for pool in data.spec.pools:
+        mine = measured[pools == pool.name]
+        out[pool.name] = {
+            "gpu": pool.gpu,
+            "tp": pool.tp,
+            "replicas": pool.replicas,
+            "model": pool.model,
+            "requests": request_counts(mine),
+            "throughput": throughput(data, mine),
+            "utilization": utilization[pool.name],
+            **money[pool.name],
+        }
+    return out
 
 
 def per_class(data: RunData) -> dict[str, dict]:
