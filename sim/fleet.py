@@ -86,6 +86,8 @@ class Fleet:
             self.replicas += group.replicas
         self.replicas.sort(key=lambda r: r.index)
         self._class_groups = [self.groups[models.index(m)] for m in spec.class_models]
+        if len(self.groups) == 1:  # one model: every request goes straight to its group
+            self.submit = self.groups[0].submit  # type: ignore[method-assign]
 
     def submit(self, req: Request) -> None:
         """An arrived request: to the group that serves its class's model."""

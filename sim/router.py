@@ -100,18 +100,14 @@ class LeastOutstanding:
             top = heap[0]
         return top
 
-    def _add(self, index: int, requests: int) -> None:
-        """Change the load of the replica at `index` by `requests`."""
-        key = self._keys[index] + requests * self._count
+    def left(self, index: int, rid: int) -> None:
+        key = self._keys[index] - self._count
         self._keys[index] = key
         heap = self._heap
         heappush(heap, key)
         if len(heap) > 2 * self._count + 64:
             self._heap = self._keys.copy()
             heapify(self._heap)
-
-    def left(self, index: int, rid: int) -> None:
-        self._add(index, -1)
 
     def loads(self) -> list[int]:
         """Outstanding requests per replica, as the router counts them."""
