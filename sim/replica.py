@@ -169,11 +169,6 @@ class ReplicaView:
         """Requests inside the replica: waiting, running or swapped out."""
         return self._batcher.outstanding
 
-    @property
-    def free_slots(self) -> int:
-        """Slots not taken by an outstanding request (0 when the replica is full or over)."""
-        return max(0, self.slots - self._batcher.outstanding)
-
 
 def _boundaries(start: float, durations, per_iteration_s: float, once_s: float):
     """Times at which each iteration of a stretch ends, summed one by one as SimPy would.

@@ -93,18 +93,19 @@ def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
         assert fleet.gpu is not None and model is not None  # schema-checked
         return [
             _PoolSource(
-                "fleet",
-                fleet.gpu,
-                fleet.gpu,
-                fleet.tp,
-                fleet.replicas,
-                model.name,
-                *dtypes,
-                scenario.batcher,
-                scenario.perf,
-                "perf",
-                None,
-                None,
+                field="fleet",
+                name=fleet.gpu,
+                gpu=fleet.gpu,
+                tp=fleet.tp,
+                replicas=fleet.replicas,
+                model=model.name,
+                weight_dtype=dtypes[0],
+                kv_dtype=dtypes[1],
+                batcher=scenario.batcher,
+                perf=scenario.perf,
+                perf_field="perf",
+                gpu_usd_per_hour=None,
+                price_source=None,
             )
         ]
     sources = []
@@ -112,19 +113,19 @@ def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
         field = f"fleet.pools.{i}"
         sources.append(
             _PoolSource(
-                field,
-                p.name,
-                p.gpu,
-                p.tp,
-                p.replicas,
-                p.model or (model.name if model is not None else ""),
-                p.weight_dtype or dtypes[0],
-                p.kv_dtype or dtypes[1],
-                p.batcher or scenario.batcher,
-                p.perf or scenario.perf,
-                f"{field}.perf" if p.perf is not None else "perf",
-                p.gpu_usd_per_hour,
-                p.price_source,
+                field=field,
+                name=p.name,
+                gpu=p.gpu,
+                tp=p.tp,
+                replicas=p.replicas,
+                model=p.model or (model.name if model is not None else ""),  # schema-checked
+                weight_dtype=p.weight_dtype or dtypes[0],
+                kv_dtype=p.kv_dtype or dtypes[1],
+                batcher=p.batcher or scenario.batcher,
+                perf=p.perf or scenario.perf,
+                perf_field=f"{field}.perf" if p.perf is not None else "perf",
+                gpu_usd_per_hour=p.gpu_usd_per_hour,
+                price_source=p.price_source,
             )
         )
     return sources

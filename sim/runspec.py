@@ -72,10 +72,6 @@ class PoolSpec:
         """The GPUs of one replica for one hour (None without a price)."""
         return None if self.price is None else self.price.usd_per_gpu_hour * self.tp
 
-    def request_s(self, prompt_tokens: int, output_tokens: int) -> float:
-        """Predicted seconds of one replica's time that a request of these lengths takes."""
-        return prompt_tokens * self.prefill_s_per_token + output_tokens * self.decode_s_per_token
-
     @property
     def replica_indices(self) -> range:
         """Fleet-wide indices of this pool's replicas."""

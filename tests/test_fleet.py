@@ -235,7 +235,9 @@ def test_two_models_serve_each_class_on_its_own_pools_with_per_pool_accounts():
 def test_sim_check_passes_on_every_fleet_scenario(tmp_path, capsys, path):
     out = tmp_path / "run"
     assert main(["run", str(path), "--set", "sim.duration_s=60", "--out", str(out)]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    pools = load_scenario(path).fleet.pools
+    assert all(f"pool {p.name}  {p.replicas} x {p.gpu} tp {p.tp}" in printed for p in pools)
     assert main(["check", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("pools serve their models") for line in lines)

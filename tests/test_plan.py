@@ -252,7 +252,7 @@ def test_mixes_of_two_gpu_types_need_what_arithmetic_requires_and_rank_by_cost(t
     )
     options = result.options
     assert options["gpu"].tolist() == ["h200", "h100+h200", "h100+h200", "h100"]
-    assert options["mix"].fillna("").tolist() == ["", "1 h100 + 2 h200", "2 h100 + 1 h200", ""]
+    assert options["mix"].tolist() == ["", "1 h100 + 2 h200", "2 h100 + 1 h200", ""]
     assert options["replicas"].tolist() == [3, 3, 3, 3]
     assert options["usd_per_hour"].tolist() == pytest.approx([9.0, 10.0, 11.0, 12.0])
     mixes = result.evaluations.dropna(subset=["fleet.pools.1.replicas"])

@@ -383,6 +383,8 @@ def plan(
         if mix:
             rows += _mix_rows(ev, list(zip(options, rows, strict=True)), rate_item)
     table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
+    if mix:
+        table["mix"] = table["mix"].fillna("")  # the options of one GPU type
     return _finish(table.reset_index(drop=True), ev, out)
 
 
