@@ -21,7 +21,7 @@ from tqdm import tqdm
 from sim.batching import make_batcher
 from sim.errors import UserError
 from sim.memory import kv_capacity_blocks, swap_s_per_block
-from sim.perf import make_step_time_model
+from sim.perf import make_step_time_model, pads_decode_attention
 from sim.recorder import Recorder, write_table
 from sim.replica import Replica
 from sim.request import Request
@@ -113,7 +113,8 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
     _check_prompts_can_fit(scenario, capacity)
 
     env = simpy.Environment()
-    recorder = Recorder(workload)
+    longest = pads_decode_attention(scenario)
+    recorder = Recorder(workload, longest_context=longest)
     perf_seeds = streams["perf"].spawn(scenario.fleet.replicas)
     replicas = [
         Replica(
@@ -125,6 +126,7 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
                 recorder,
                 swap_s_per_block(scenario),
                 workload.prefix_block_tokens,
+                longest,
             ),
             make_step_time_model(scenario, np.random.default_rng(perf_seeds[i])),
             recorder,

@@ -24,14 +24,12 @@ from sim.scenario import ContinuousBatcherConfig, DynamicBatcherConfig, StaticBa
 class Step:
     """The next iteration and how many identical iterations may follow in a row.
 
-    per_iteration_s: host time added to every iteration (CPU overhead); once_s: time added to
-    the first iteration only (KV swap transfers); prefill_seqs: sequences with a prompt chunk.
+    once_s: time added to the first iteration only (KV swap transfers). Host (CPU) time is part
+    of the step-time model (:class:`~sim.perf.PerfParams`).
     """
 
     work: StepWork
     max_iterations: int = 1
-    prefill_seqs: int = 0
-    per_iteration_s: float = 0.0
     once_s: float = 0.0
 
 
@@ -69,24 +67,23 @@ class Batcher(Protocol):
         ...
 
 
-def cpu_overhead_s(cfg: ContinuousBatcherConfig | StaticBatcherConfig, seqs: int) -> float:
-    """Host time of one iteration of `seqs` sequences."""
-    return cfg.cpu_overhead_s + cfg.cpu_overhead_per_seq_s * seqs
-
-
 def make_batcher(
     cfg: ContinuousBatcherConfig | StaticBatcherConfig | DynamicBatcherConfig,
     capacity_blocks: int,
     recorder: Recorder,
     swap_s_per_block: float,
     prefix_block_tokens: int,
+    longest_context: bool = False,
 ) -> Batcher:
-    """The batcher of the scenario's ``[batcher] kind`` for one replica."""
+    """The batcher of the scenario's ``[batcher] kind`` for one replica.
+
+    `longest_context`: fill ``StepWork.decode_max_context`` (for padded decode attention).
+    """
     from sim.batching.continuous import ContinuousBatcher
     from sim.batching.run_to_completion import RunToCompletionBatcher
 
     if isinstance(cfg, ContinuousBatcherConfig):
         return ContinuousBatcher(
-            cfg, capacity_blocks, recorder, swap_s_per_block, prefix_block_tokens
+            cfg, capacity_blocks, recorder, swap_s_per_block, prefix_block_tokens, longest_context
         )
-    return RunToCompletionBatcher(cfg, capacity_blocks, recorder)
+    return RunToCompletionBatcher(cfg, capacity_blocks, recorder, longest_context)
