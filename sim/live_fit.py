@@ -147,6 +147,10 @@ def _format_noise(noise: dict[str, NoiseFit] | None) -> str:
             lines.append(f"  {k:>6} {fit.log_likelihood[k]:>15.1f} {fit.bic[k]:>10.1f}")
         q = fit.params
         share, means, dwell = q.stationary(), q.state_means(), q.dwell_iterations()
+        lines.append(
+            f"  lag-1 autocorrelation of the log residuals: measured {fit.measured_lag1:.2f}, "
+            f"fitted chain {q.lag1_autocorrelation():.2f}"
+        )
         lines.append(f"  {'state':>6} {'mean x':>7} {'log sd':>7} {'share':>6} {'dwell steps':>12}")
         for i in range(len(q.log_means)):
             lines.append(

@@ -82,6 +82,15 @@ class MarkovLognormal:
         """Long-run mean multiplier."""
         return float(self.stationary() @ self.state_means())
 
+    def lag1_autocorrelation(self) -> float:
+        """Correlation of the log multipliers of consecutive iterations (0 for no noise)."""
+        share, mu = self.stationary(), np.asarray(self.log_means)
+        sigma, trans = np.asarray(self.log_sigmas), np.asarray(self.transitions)
+        mean = share @ mu
+        variance = share @ (sigma**2 + mu**2) - mean**2
+        covariance = (share * mu) @ trans @ mu - mean**2
+        return float(covariance / variance) if variance > 0 else 0.0
+
     def dwell_iterations(self) -> np.ndarray:
         """Mean run length of each state, in iterations."""
         stay = np.diag(np.asarray(self.transitions))
@@ -186,6 +195,7 @@ class NoiseFit:
     params: MarkovLognormal
     log_likelihood: dict[int, float]  # by number of states
     bic: dict[int, float]
+    measured_lag1: float  # lag-1 autocorrelation of the residuals fitted (nan: too few)
 
 
 def fit_noise(log_ratios: np.ndarray) -> NoiseFit:
@@ -196,6 +206,7 @@ def fit_noise(log_ratios: np.ndarray) -> NoiseFit:
     noise (:data:`NO_NOISE`).
     """
     x = np.asarray(log_ratios, dtype=np.float64)
+    lag1 = float(np.corrcoef(x[:-1], x[1:])[0, 1]) if len(x) > 2 else math.nan
     fits, lls, bics = {}, {}, {}
     for k in range(1, MAX_STATES + 1):
         if len(x) < STEPS_PER_PARAMETER * k * (k + 1):
@@ -205,9 +216,9 @@ def fit_noise(log_ratios: np.ndarray) -> NoiseFit:
         if k > 1 and bics[k] >= bics[k - 1]:  # one more state no longer pays for itself
             break
     if not bics:
-        return NoiseFit(NO_NOISE, {}, {})
+        return NoiseFit(NO_NOISE, {}, {}, lag1)
     best = min(bics, key=bics.__getitem__)
-    return NoiseFit(_unit_mean(fits[best]), lls, bics)
+    return NoiseFit(_unit_mean(fits[best]), lls, bics, lag1)
 
 
 def _unit_mean(p: MarkovLognormal) -> MarkovLognormal:

@@ -1,6 +1,6 @@
 """Step-time models: how long one batch iteration of a replica takes, in seconds.
 
-Two models share one small protocol:
+The models share one small protocol:
 
 * :class:`Roofline` counts, kernel by kernel, the FLOPs and bytes of an iteration from the model
   shape (the GEMMs of each layer, attention, element-wise kernels, the LM head), gives each kernel
@@ -386,8 +386,9 @@ class Roofline:
             fixed = self._decode_fixed_s[rows] = self.fixed_s(rows, rows)
         if self.padded_attention:
             context_sum = num_seqs * max_context
-        host = self.host_s(num_seqs, 0)
-        flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, self.params.overlap
+        params = self.params
+        host = params.host_decode_step_s + params.host_seq_s * num_seqs  # host_s(num_seqs, 0)
+        flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, params.overlap
         flops_per_pos, kv_per_pos = self._decode_flops_per_pos, self._kv_bytes_per_pos
         pad = num_seqs * self.params.kv_pad_tokens
         seq_bytes = self._decode_seq_bytes * num_seqs
@@ -532,6 +533,11 @@ def make_step_time_model(scenario: Scenario, rng: np.random.Generator) -> StepTi
     return NoisyStepTime(model, setup.noise, rng)
 
 
+def perf_params(scenario: Scenario) -> PerfParams:
+    """The roofline parameters of a scenario: its calibration's, or its config's defaults."""
+    return roofline_setup(scenario).params
+
+
 @dataclass(frozen=True)
 class RooflineSetup:
     """A roofline scenario's parameters, decode attention and step-time noise (None: off)."""
@@ -541,18 +547,10 @@ class RooflineSetup:
     noise: StepNoise | None
 
 
-def perf_params(scenario: Scenario) -> PerfParams:
-    """The roofline parameters of a scenario: its calibration's, or its config's defaults."""
-    return roofline_setup(scenario).params
-
-
 def pads_decode_attention(scenario: Scenario) -> bool:
     """Whether the scenario's step-time model costs decode attention over the longest context."""
-    cfg = scenario.perf
-    if not isinstance(cfg, RooflineConfig):
+    if not isinstance(scenario.perf, RooflineConfig):
         return False
-    if cfg.decode_attention is not None or cfg.calibration is None:
-        return cfg.decode_attention == "padded"
     return roofline_setup(scenario).decode_attention == "padded"
 
 
@@ -576,12 +574,8 @@ def roofline_setup(scenario: Scenario) -> RooflineSetup:
         raise UserError(f"{where}: {exc}") from None
     if not path.is_file():
         raise UserError(f"{where}: no such file {path}")
-    given = cfg.model_fields_set & {
-        "compute_efficiency",
-        "memory_efficiency",
-        "overhead_s",
-        *HOST_PARAMS,
-    }
+    by_hand = {"compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS}
+    given = cfg.model_fields_set & by_hand
     if given:
         raise UserError(
             f"{scenario.name}: perf.{sorted(given)[0]} cannot be combined with perf.calibration "
