@@ -24,6 +24,7 @@ import numpy as np
 
 from sim.calibration import Calibration
 from sim.catalog import Accelerator, ModelShape
+from sim.errors import UserError
 from sim.noise import NoiseFit, StepNoise, fit_noise
 from sim.perf import HOST_PARAMS, PerfParams, Roofline
 from sim.step_log import StepLog
@@ -71,8 +72,19 @@ def fit_live(
     tp: int,
     decode_attention: str,
 ) -> LiveFit:
-    """Host terms (least squares on durations) and noise over `base`'s GPU parameters."""
+    """Host terms (least squares on durations) and noise over `base`'s GPU parameters.
+
+    The noise is fitted to the rows in order; the rows of several replicas (a simulator log)
+    are taken one replica after another, as one series.
+    """
     from scipy.optimize import lsq_linear  # imported here: `sim run` does not need scipy
+
+    decoding = log.decode_seqs > 0
+    if decode_attention == "padded" and (log.decode_max_context[decoding] == 0).any():
+        raise UserError(
+            f"{log.path}: padded decode attention needs each decode's longest context; this "
+            f"log has none (a simulator log has it where its run padded: decode_max_context)"
+        )
 
     gpu_params = replace(base.params, **dict.fromkeys(HOST_PARAMS, 0.0))
     roof = Roofline(model, gpu, tp, gpu_params, decode_attention=decode_attention)

@@ -275,3 +275,9 @@ def test_validate_e2e_names_a_bad_measured_file(tmp_path, capsys):
     argv = ["validate-e2e", "--scenario", str(ENGINE), "--measured", str(bad)]
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     assert "measured.csv: missing columns finish_s" in capsys.readouterr().err
+
+
+def test_a_padded_fit_needs_the_longest_contexts(host_calibration, tmp_path):
+    simulated_log(host_calibration).save(tmp_path)  # summed attention: no decode_max_context
+    with pytest.raises(UserError, match="padded decode attention needs each decode's longest"):
+        fit_host(tmp_path / "steps.parquet", "padded")
