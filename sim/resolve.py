@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.calibration import load_calibration, resolve_calibration
+from sim.calibration import Calibration, load_calibration, resolve_calibration
 from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
 from sim.errors import UserError
 from sim.memory import (
@@ -23,12 +23,15 @@ from sim.memory import (
     usable_bytes,
     weight_bytes,
 )
-from sim.perf import PerfParams, Roofline, StepWork
+from sim.noise import StepNoise
+from sim.perf import HOST_PARAMS, PerfParams, Roofline, RooflineSetup, StepWork
 from sim.prices import GpuPrice, gpu_price, known_defaults
+from sim.replay import replay_durations_s
 from sim.runspec import PoolSpec, RunSpec
 from sim.scenario import (
     BatcherConfig,
     EmpiricalLength,
+    ReplayConfig,
     RooflineConfig,
     Scenario,
     ServiceTimeConfig,
@@ -36,7 +39,7 @@ from sim.scenario import (
 from sim.traces import read_trace, resolve_trace
 from sim.workload import TRACE_ARRIVAL, length_bounds
 
-HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s")
+HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS)
 # The reference request of a pool's token costs: the mean prompt and output of the Azure LLM
 # inference trace 2023, conversation part (sim/data/traces/azure2023_conv.csv), whose decode
 # attends the prompt and half the output on average.
@@ -74,7 +77,7 @@ class _PoolSource:
     weight_dtype: str
     kv_dtype: str
     batcher: BatcherConfig
-    perf: RooflineConfig | ServiceTimeConfig
+    perf: RooflineConfig | ServiceTimeConfig | ReplayConfig
     perf_field: str
     gpu_usd_per_hour: float | None
     price_source: str | None
@@ -147,7 +150,7 @@ def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) 
             f"{src.field}.gpu = '{src.gpu}' ({usable / 1e9:.1f} GB usable); raise "
             f"{src.field}.tp or use a smaller weight_dtype"
         )
-    perf = _perf(scenario, src.perf, src.perf_field)
+    perf = _perf(scenario, src)
     prefill_s, decode_s = _token_costs(perf, shape, accelerator, src, capacity * batcher.block_size)
     return PoolSpec(
         name=src.name,
@@ -173,7 +176,7 @@ def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) 
 
 
 def _token_costs(
-    perf: PerfParams | ServiceTimeConfig,
+    perf: RooflineSetup | ServiceTimeConfig | ReplayConfig,
     shape: ModelShape,
     accelerator: Accelerator,
     src: _PoolSource,
@@ -183,17 +186,30 @@ def _token_costs(
 
     Prefill: the reference prompt alone in one iteration. Decode: one iteration of the
     replica's full batch (its slots, as many as the KV cache holds at the reference context)
-    per sequence in it. The step-time model's own mean for service-time models.
+    per sequence in it. For service-time models the distribution's mean, for a replayed step
+    log its mean step, is the time of either iteration.
     """
     slots = src.batcher.max_num_seqs if src.batcher.kind == "continuous" else src.batcher.max_batch
     batch = max(1, min(slots, kv_tokens // REFERENCE_CONTEXT_TOKENS))
     if isinstance(perf, ServiceTimeConfig):
         per_iteration = perf.mean_s * (batch if perf.scale_with_batch else 1)
         return perf.mean_s / REFERENCE_PROMPT_TOKENS, per_iteration / batch
-    roofline = Roofline(shape, accelerator, src.tp, perf, src.weight_dtype, src.kv_dtype)
+    if isinstance(perf, ReplayConfig):
+        step_s = float(replay_durations_s(perf.steps).mean())
+        return step_s / REFERENCE_PROMPT_TOKENS, step_s / batch
+    roofline = Roofline(
+        shape,
+        accelerator,
+        src.tp,
+        perf.params,
+        src.weight_dtype,
+        src.kv_dtype,
+        decode_attention=perf.decode_attention,
+    )
     prompt = StepWork()
     prompt.add_prefill(REFERENCE_PROMPT_TOKENS, 0, emits_logits=True)
-    decode_s = roofline.decode_stretch_s(batch, batch * REFERENCE_CONTEXT_TOKENS, 1)[0]
+    context = REFERENCE_CONTEXT_TOKENS
+    decode_s = roofline.decode_stretch_s(batch, batch * context, 1, 0, context)[0]
     return roofline.step_s(prompt) / REFERENCE_PROMPT_TOKENS, float(decode_s) / batch
 
 
@@ -207,17 +223,23 @@ def _model_shape(scenario: Scenario, name: str) -> ModelShape:
     return {**builtin_models(), **scenario.models}[name]
 
 
-def _perf(
-    scenario: Scenario, cfg: RooflineConfig | ServiceTimeConfig, field: str
-) -> PerfParams | ServiceTimeConfig:
-    """The step-time model's parameters: a service-time distribution, or the roofline's
-    parameters from the [perf] section's efficiencies or from its calibration file.
-
-    field: where the section is written (``perf``, or ``fleet.pools.N.perf``)."""
+def _perf(scenario: Scenario, src: _PoolSource) -> RooflineSetup | ServiceTimeConfig | ReplayConfig:
+    """The step-time model's parameters of a pool: a service-time distribution, a step log to
+    replay (its path made absolute, the log checked), or the roofline's parameters from the
+    [perf] section's efficiencies or from its calibration file, with its decode attention and
+    noise. Errors name the section (``perf``, or ``fleet.pools.N.perf``)."""
+    cfg, field = src.perf, src.perf_field
     if isinstance(cfg, ServiceTimeConfig):
         return cfg
+    if isinstance(cfg, ReplayConfig):
+        return _replay(scenario, src, cfg)
     if cfg.calibration is None:
-        return PerfParams.from_config(cfg)
+        if cfg.noise:
+            raise UserError(
+                f"{scenario.name}: {field}.noise = true needs {field}.calibration (a calibration "
+                f"fitted to a live step log, whose [noise] table it draws from)"
+            )
+        return RooflineSetup(PerfParams.from_config(cfg), cfg.decode_attention or "summed")
     where = f"{scenario.name}: {field}.calibration = '{cfg.calibration}'"
     try:
         path = resolve_calibration(cfg.calibration, scenario.base_dir)
@@ -233,9 +255,54 @@ def _perf(
             f"remove one of them"
         )
     try:
-        return load_calibration(path).params
+        cal = load_calibration(path)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    return RooflineSetup(
+        cal.params, _decode_attention(scenario, cfg, field, cal, path), _noise(cfg, cal, where)
+    )
+
+
+def _decode_attention(
+    scenario: Scenario, cfg: RooflineConfig, field: str, cal: Calibration, path: Path
+) -> str:
+    """The section's decode attention, else its calibration's, else summed; UserError when
+    the two disagree."""
+    fitted = cal.decode_attention
+    if cfg.decode_attention is not None and fitted not in (None, cfg.decode_attention):
+        raise UserError(
+            f"{scenario.name}: {field}.decode_attention = '{cfg.decode_attention}', but "
+            f"{path.name} was fitted with decode_attention = '{fitted}'; remove "
+            f"{field}.decode_attention or use a calibration fitted that way"
+        )
+    return cfg.decode_attention or fitted or "summed"
+
+
+def _noise(cfg: RooflineConfig, cal: Calibration, where: str) -> StepNoise | None:
+    """The calibration's step-time noise when ``perf.noise`` is on (None when off)."""
+    if not cfg.noise:
+        return None
+    if cal.noise is None:
+        raise UserError(
+            f"{where}: perf.noise = true, but the calibration has no [noise] table (fit one "
+            f"with `sim perf fit --steps STEPS.csv`)"
+        )
+    return cal.noise
+
+
+def _replay(scenario: Scenario, src: _PoolSource, cfg: ReplayConfig) -> ReplayConfig:
+    """The replay section with its step log's absolute path, after checking the log."""
+    if src.replicas != 1:
+        raise UserError(
+            f"{scenario.name}: {src.perf_field}.kind = 'replay' replays one engine's steps; "
+            f"{src.field}.replicas must be 1, not {src.replicas}"
+        )
+    path = scenario.resolve_path(cfg.steps).resolve()
+    try:
+        replay_durations_s(path)
+    except UserError as exc:
+        raise UserError(f"{scenario.name}: {src.perf_field}.steps = '{cfg.steps}': {exc}") from None
+    return cfg.model_copy(update={"steps": str(path)})
 
 
 def _price(scenario: Scenario, src: _PoolSource) -> GpuPrice | None:

@@ -68,7 +68,7 @@ def test_a_pool_table_replaces_the_section_it_overrides_and_a_pool_price_wins():
     )
     old, new = resolve(s).pools
     assert old.batcher.kind == "continuous" and new.batcher.kind == "static"
-    assert new.perf != old.perf and new.perf.gemm_efficiency != 0.80
+    assert new.perf != old.perf and new.perf.params.gemm_efficiency != 0.80
     assert (new.price.usd_per_gpu_hour, new.price.source) == (6.0, "a quote")
     assert old.price.usd_per_gpu_hour == 4.0
 
