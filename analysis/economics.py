@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.disaggregation import first_replica
 from analysis.rundata import RunData
 from analysis.utilization import busy_s_per_replica
 from sim.runspec import PoolSpec
@@ -242,8 +243,11 @@ def _price_source(pools: tuple[PoolSpec, ...]) -> str:
 def pool_economics(data: RunData) -> dict[str, dict[str, float | None]]:
     """Per pool name: gpu_hours, cost_usd, revenue_usd (its completed requests) and margin.
 
-    The pools' costs add up to the fleet's cost, their revenues to its revenue. Without
-    [economics] only gpu_hours is known.
+    The pools' costs add up to the fleet's cost, their revenues to its revenue: a request's
+    input revenue goes to the pool of its first replica, its output revenue to the pool of its
+    last (with prefill and decode pools: the prefill pool earns the prompt, the decode pool the
+    output; a colocated request's replica earns both). Without [economics] only gpu_hours is
+    known.
     """
     if data.scenario.economics is None:
         return {
@@ -251,7 +255,10 @@ def pool_economics(data: RunData) -> dict[str, dict[str, float | None]]:
             for p in data.spec.pools
         }
     req = request_revenue(data)
-    revenue = req["net_usd"].groupby(data.request_pools().loc[req.index]).sum()
+    done = data.requests.loc[req.index]
+    first, last = data.request_pools(first_replica(done)), data.request_pools(done["replica"])
+    kept_input, kept_output = req["input_usd"] * req["kept"], req["output_usd"] * req["kept"]
+    revenue = kept_input.groupby(first).sum().add(kept_output.groupby(last).sum(), fill_value=0)
     out = {}
     for name, cost in pool_costs(data).items():
         earned = float(revenue.get(name, 0.0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.disaggregation import kv_transfer, pool_requests
 from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
@@ -18,9 +19,10 @@ from analysis.utilization import fleet_utilization, pool_utilization
 
 
 def summarize(data: RunData) -> dict:
-    """The summary of one run (the keys of summary.json; times in seconds, money in USD)."""
+    """The summary of one run (the keys of summary.json; times in seconds, money in USD); a run
+    with prefill and decode pools has a ``kv_transfer`` block too."""
     measured = data.measured
-    return {
+    summary = {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
         "simulated_s": data.simulated_s,
@@ -35,22 +37,26 @@ def summarize(data: RunData) -> dict:
         "classes": per_class(data),
         "pools": per_pool(data),
     }
+    if data.spec.disaggregated:
+        summary["kv_transfer"] = kv_transfer(data)
+    return summary
 
 
 def per_pool(data: RunData) -> dict[str, dict]:
-    """Per pool: what it is, its measured requests and throughput, its replicas' utilization,
-    and its cost, revenue and margin over the whole run (pools' costs add up to the fleet's)."""
+    """Per pool: what it is, its measured requests and throughput (a prefill pool's: those it
+    prefilled, a decode pool's: those it decoded), its replicas' utilization, and its cost,
+    revenue and margin over the whole run (pools' costs add up to the fleet's)."""
     measured = data.measured
-    pools = data.request_pools().loc[measured.index]
     utilization, money = pool_utilization(data), pool_economics(data)
     out = {}
     for pool in data.spec.pools:
-        mine = measured[pools == pool.name]
+        mine = pool_requests(measured, pool)
         out[pool.name] = {
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
             "model": pool.model,
+            "role": pool.role,
             "requests": request_counts(mine),
             "throughput": throughput(data, mine),
             "utilization": utilization[pool.name],

@@ -5,7 +5,9 @@ Busy fraction: time running iterations / provisioned time. MFU and memory-bandwi
 replica's peak (datasheet FLOP/s of the weight dtype, and HBM bandwidth, times tp GPUs). KV
 occupancy: blocks in use / capacity (0 while idle). Queue length: requests routed to the
 replica, arrived and not yet scheduled. Running: scheduled and not finished (a preempted
-request stays counted). Decode batch: sequences decoding per iteration, averaged over busy time.
+request stays counted). On a prefill replica a request runs until its KV cache has left; on a
+decode replica it queues from its hand-off until its KV cache has arrived (analysis.
+disaggregation). Decode batch: sequences decoding per iteration, averaged over busy time.
 
 Counting (docs/economics.md): linear layers 2 FLOPs per active parameter per token, LM head for
 each decode token; attention 4 x layers x heads x head_dim FLOPs per attended position of a
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.disaggregation import stays
 from analysis.rundata import RunData
 from sim.catalog import BYTES_PER_DTYPE
 from sim.runspec import PoolSpec
@@ -118,16 +121,17 @@ def integrate_windows(
 
 
 def _request_spans(data: RunData) -> dict[str, pd.DataFrame]:
-    """Per routed request: its queued span and its running span (open spans end with the run)."""
-    r = data.requests[data.requests["status"] != "rejected"]
+    """Per stay of a routed request on a replica (a disaggregated request stays on two): its
+    queued span and its running span (open spans end with the run)."""
+    r = stays(data)
     end = data.simulated_s
-    scheduled = r["first_scheduled_s"].fillna(end)
+    scheduled = r["started_s"].fillna(end)
     return {
         "queue_length": pd.DataFrame(
-            {"replica": r["replica"], "start_s": r["arrival_s"], "end_s": scheduled}
+            {"replica": r["replica"], "start_s": r["arrived_s"], "end_s": scheduled}
         ),
         "running_requests": pd.DataFrame(
-            {"replica": r["replica"], "start_s": scheduled, "end_s": r["finish_s"].fillna(end)}
+            {"replica": r["replica"], "start_s": scheduled, "end_s": r["left_s"].fillna(end)}
         ),
     }
 

@@ -122,9 +122,24 @@ def format_summary(s: dict) -> str:
             f"economics  {eco['gpu_hours']:.2f} GPU-h, cost ${eco['cost_usd']:.2f}, revenue "
             f"${eco['revenue_usd']:.2f}, margin {margin}, {per_m_text} per 1M output tokens"
         )
+    if "kv_transfer" in s:
+        lines.append(_kv_transfer_line(s["kv_transfer"]))
     if len(s["pools"]) > 1:
         lines += [_pool_line(name, p) for name, p in s["pools"].items()]
     return "\n".join(lines)
+
+
+def _kv_transfer_line(kv: dict) -> str:
+    """The KV transfers of a run with prefill and decode pools."""
+    took, wait = kv["transfer_s"], kv["wait_s"]
+    if not kv["transfers"]:
+        return "kv transfer  none"
+    return (
+        f"kv transfer  {kv['transfers']} transfers, {kv['bytes_moved'] / 1e9:.1f} GB, "
+        f"{took['mean'] * 1000:.1f} ms mean, {took['p99'] * 1000:.1f} ms p99; waited "
+        f"{wait['mean'] * 1000:.1f} ms mean, {wait['p99'] * 1000:.1f} ms p99; links busy "
+        f"{kv['link_busy_fraction']:.1%}"
+    )
 
 
 def _pool_line(name: str, p: dict) -> str:
@@ -133,8 +148,9 @@ def _pool_line(name: str, p: dict) -> str:
     if p["cost_usd"] is not None:
         margin = "-" if p["margin"] is None else f"{p['margin']:.1%}"
         money = f", cost ${p['cost_usd']:.2f}, revenue ${p['revenue_usd']:.2f}, margin {margin}"
+    role = "" if p["role"] == "colocated" else f", {p['role']}"
     return (
-        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}): "
+        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}{role}): "
         f"{p['requests']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
         f"GPU busy {p['utilization']['gpu_busy_fraction']:.1%}{money}"
     )

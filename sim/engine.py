@@ -101,7 +101,12 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
 
     env = simpy.Environment()
     pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
-    recorder = Recorder(workload, pool_names, longest_context=spec.pads_decode_attention)
+    recorder = Recorder(
+        workload,
+        pool_names,
+        longest_context=spec.pads_decode_attention,
+        disaggregated=spec.disaggregated,
+    )
     perf_seeds = streams["perf"].spawn(spec.num_replicas)
     fleet = Fleet(env, spec, recorder, perf_seeds, streams["router"], workload.prefix_block_tokens)
     ArrivalFeed(env, workload, fleet).start()

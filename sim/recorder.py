@@ -26,11 +26,19 @@ class Recorder:
     copying. `pools`: each replica's pool name, for the `pool` column of both tables when the
     fleet has more than one pool (None: no such column). With `longest_context` (padded decode
     attention) the steps table has one more column, ``decode_max_context``: the longest context
-    a decoding sequence attends in the interval's first iteration.
+    a decoding sequence attends in the interval's first iteration. With `disaggregated` (a
+    fleet with prefill and decode pools) the requests table has four more columns: the
+    ``prefill_replica`` and ``decode_replica`` of each request (-1: none), and when its KV-cache
+    transfer started and ended (``kv_transfer_start_s``, ``kv_transfer_end_s``); its `replica`
+    is then the last replica it reached.
     """
 
     def __init__(
-        self, workload: Workload, pools: list[str] | None = None, longest_context: bool = False
+        self,
+        workload: Workload,
+        pools: list[str] | None = None,
+        longest_context: bool = False,
+        disaggregated: bool = False,
     ) -> None:
         n = len(workload)
         self.workload = workload
@@ -44,6 +52,12 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.disaggregated = disaggregated
+        if disaggregated:
+            self.prefill_replica = array("i", [-1]) * n
+            self.decode_replica = array("i", [-1]) * n
+            self.kv_transfer_start_s = array("d", [np.nan]) * n
+            self.kv_transfer_end_s = array("d", [np.nan]) * n
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -107,6 +121,7 @@ class Recorder:
     def requests_table(self) -> pa.Table:
         """One row per request (the columns of requests.parquet)."""
         w = self.workload
+        replica = self._last_replica()
         return pa.table(
             {
                 "request_id": np.arange(len(w), dtype=np.int64),
@@ -114,16 +129,31 @@ class Recorder:
                 "arrival_s": w.arrival_s,
                 "prompt_tokens": w.prompt_tokens,
                 "output_tokens": w.output_tokens,
-                "replica": _view(self.replica),
-                **self._pool_column(_view(self.replica)),
+                "replica": replica,
+                **self._pool_column(replica),
+                **self._handoff_columns("prefill_replica", "decode_replica"),
                 "first_scheduled_s": _view(self.first_scheduled_s),
                 "first_token_s": _view(self.first_token_s),
+                **self._handoff_columns("kv_transfer_start_s", "kv_transfer_end_s"),
                 "finish_s": _view(self.finish_s),
                 "preemptions": _view(self.preemptions),
                 "cached_prompt_tokens": _view(self.cached_prompt_tokens),
                 "status": _decoded(_view(self.status), STATUS_NAMES),
             }
         )
+
+    def _last_replica(self) -> np.ndarray:
+        """Each request's replica: in a disaggregated fleet its decode replica once it has one,
+        else its prefill replica (colocated models' requests keep the replica they were on)."""
+        replica = _view(self.replica)
+        if not self.disaggregated:
+            return replica
+        prefill, decode = _view(self.prefill_replica), _view(self.decode_replica)
+        return np.where(decode >= 0, decode, np.where(prefill >= 0, prefill, replica))
+
+    def _handoff_columns(self, *names: str) -> dict[str, np.ndarray]:
+        """The named columns of a disaggregated run (nothing otherwise)."""
+        return {name: _view(getattr(self, name)) for name in names} if self.disaggregated else {}
 
     def steps_table(self) -> pa.Table:
         """One row per executed interval of a replica (the columns of steps.parquet)."""

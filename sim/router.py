@@ -308,10 +308,11 @@ class CheapestFirst:
     """Fill the pool with the lowest cost per token first; spill when its replicas are full.
 
     A pool's cost per output token is its replicas' price per hour times the predicted seconds
-    per output token of a full batch. The cheapest pool whose least loaded replica has a free
-    slot (fewer outstanding requests than its batcher's slots) takes the request, on that
-    replica. When every replica is full, the replica with the fewest requests beyond its slots
-    takes it (ties to the cheaper pool). Pools of equal cost keep their order.
+    per output token of a full batch (prefill pools: per prompt token). The cheapest pool whose
+    least loaded replica has a free slot (fewer outstanding requests than its batcher's slots)
+    takes the request, on that replica. When every replica is full, the replica with the fewest
+    requests beyond its slots takes it (ties to the cheaper pool). Pools of equal cost keep
+    their order.
     """
 
     def __init__(
@@ -323,7 +324,8 @@ class CheapestFirst:
         def usd_per_token(span: range) -> float:
             view = replicas[span.start]
             assert view.usd_per_hour is not None  # the schema asks [economics] of this router
-            return view.usd_per_hour * view.decode_s_per_token
+            # per output token; a prefill pool's views have no decode: per prompt token
+            return view.usd_per_hour * (view.decode_s_per_token or view.prefill_s_per_token)
 
         self._pools = [(s.start, s.stop) for s in sorted(pool_spans(replicas), key=usd_per_token)]
 

@@ -7,6 +7,7 @@ the file, the dotted field path, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     model_serializer,
     model_validator,
 )
@@ -398,15 +400,22 @@ RouterName = Literal[
 ]
 
 
+COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
+PoolRole = Literal["colocated", "prefill", "decode"]
+
+
 class PoolConfig(Section):
     """A pool of identical replicas, each one model on `tp` GPUs of one type.
 
     Unset fields inherit: `model`, `weight_dtype` and `kv_dtype` from ``[model]``, `batcher`
     from ``[batcher]`` and `perf` from ``[perf]`` (a pool's own table replaces the whole
-    section), the price from ``[economics]`` or the defaults table for the pool's GPU.
+    section), the price from ``[economics]`` or the defaults table for the pool's GPU. `role`:
+    ``colocated`` replicas prefill and decode; a ``prefill`` pool's replicas prefill and hand
+    each request's KV cache to a ``decode`` pool's replica (docs/disaggregation.md).
     """
 
     name: str = Field(min_length=1)
+    role: PoolRole = COLOCATED
     gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
     tp: int = Field(default=1, ge=1, le=64)
     replicas: int = Field(default=1, ge=1)
@@ -421,8 +430,29 @@ class PoolConfig(Section):
     price_source: str | None = Field(default=None, description="where this pool's price is from")
 
 
+class InterconnectConfig(Section):
+    """The link that carries KV caches from prefill to decode replicas (docs/disaggregation.md).
+
+    `link` picks the defaults: ``infiniband`` between nodes (the catalogue's 400 Gb/s NDR port
+    per GPU) or ``nvlink`` inside a node (the accelerators' scale-up link, one direction);
+    `bandwidth_gb_s` and `latency_s` replace them.
+    """
+
+    link: Literal["infiniband", "nvlink"] = "infiniband"
+    bandwidth_gb_s: float | None = Field(
+        default=None, gt=0, description="per GPU, one direction, GB/s (inf: transfers take no time)"
+    )
+    latency_s: float | None = Field(default=None, ge=0, description="per transfer, seconds")
+
+    @field_serializer("bandwidth_gb_s", when_used="json")
+    def _finite_json(self, value: float | None) -> float | str | None:
+        """An infinite bandwidth as the text 'inf' (JSON has no infinity; it reads back)."""
+        return "inf" if value is not None and math.isinf(value) else value
+
+
 class FleetConfig(Section):
-    """The replicas: one pool (`gpu`, `tp`, `replicas`) or several (`pools`), and the router."""
+    """The replicas: one pool (`gpu`, `tp`, `replicas`) or several (`pools`), and the router;
+    `interconnect` for fleets with prefill and decode pools."""
 
     gpu: str | None = Field(
         default=None, description="catalogue id (h100, ...) or an [accelerators.NAME] entry"
@@ -431,6 +461,7 @@ class FleetConfig(Section):
     replicas: int = Field(default=1, ge=1)
     router: RouterName = "least_outstanding"
     pools: list[PoolConfig] = Field(default_factory=list)
+    interconnect: InterconnectConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -589,6 +620,7 @@ class Scenario(Section):
                 )
         self._check_class_models()
         self._check_pool_prices()
+        self._check_roles()
         if self.fleet.router == "cheapest_first" and self.economics is None:
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
@@ -650,6 +682,54 @@ class Scenario(Section):
                 raise ValueError(
                     f"{field}: pricing = 'owned' prices GPUs from purchase_usd_per_gpu; remove it"
                 )
+
+    def _check_roles(self) -> None:
+        """A model is served by colocated pools only, or by prefill and decode pools only; those
+        batch continuously and share a KV dtype; only they take an interconnect."""
+        split = [(i, p) for i, p in enumerate(self.fleet.pools) if p.role != COLOCATED]
+        if not split:
+            if self.fleet.interconnect is not None:
+                raise ValueError(
+                    "fleet.interconnect: only a fleet with prefill and decode pools moves KV "
+                    "caches between replicas (fleet.pools.N.role); remove it"
+                )
+            return
+        models = [name for _, name in self._pool_fields("model")]
+        for i, pool in split:
+            serving = [j for j, m in enumerate(models) if m == models[i]]
+            roles = {self.fleet.pools[j].role: j for j in serving}
+            if COLOCATED in roles:
+                raise ValueError(
+                    f"fleet.pools.{roles[COLOCATED]}.role = 'colocated': model '{models[i]}' is "
+                    f"also served by a {pool.role} pool (fleet.pools.{i}); a model is served by "
+                    f"colocated pools only, or by prefill and decode pools only"
+                )
+            other = DECODE if pool.role == PREFILL else PREFILL
+            if other not in roles:
+                raise ValueError(
+                    f"fleet.pools.{i}.role = '{pool.role}': no pool serves model '{models[i]}' "
+                    f"with role = '{other}'; a model is served by colocated pools only, or by "
+                    f"prefill and decode pools"
+                )
+            batcher = pool.batcher or self.batcher
+            if batcher.kind != "continuous":
+                where = f"fleet.pools.{i}.batcher" if pool.batcher else "batcher"
+                raise ValueError(
+                    f"{where}.kind = '{batcher.kind}': prefill and decode pools (fleet.pools.{i} "
+                    f"is a {pool.role} pool) need kind = 'continuous'"
+                )
+            dtypes = {self._kv_dtype(j): j for j in serving}
+            if len(dtypes) > 1:
+                raise ValueError(
+                    f"fleet.pools.{i}.kv_dtype: the prefill and decode pools of model "
+                    f"'{models[i]}' store the KV cache as {' and '.join(sorted(dtypes))}; a KV "
+                    f"cache moves between them as it is, so give them one kv_dtype"
+                )
+
+    def _kv_dtype(self, pool: int) -> str:
+        """The KV-cache dtype of pool `pool` (inherited from [model] where unset)."""
+        own = self.fleet.pools[pool].kv_dtype
+        return own or (self.model.kv_dtype if self.model is not None else "bf16")
 
     def resolve_path(self, path: str) -> Path:
         """A path from the scenario, relative to the scenario file's folder."""
