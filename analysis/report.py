@@ -224,6 +224,7 @@ POOLS = {
     "tp": ("tp", TEXT),
     "replicas": ("replicas", TEXT),
     "model": ("model", TEXT),
+    "role": ("role", TEXT),
     "completed": ("completed", TEXT),
     "requests_per_s": ("req/s", _fmt(".2f")),
     "output_tokens_per_s": ("output tok/s", _fmt(".0f")),
@@ -234,9 +235,10 @@ POOLS = {
     "margin": ("margin %", _fmt(".1f", 100)),
 }
 POOLS_NOTE = (
-    "Per pool of each run with several pools: its measured requests and throughput, its "
-    "replicas' utilization, and its cost and revenue over the whole run (pools' costs add up "
-    "to the fleet's)."
+    "Per pool of each run with several pools: its measured requests and throughput (a prefill "
+    "pool's: those it prefilled, a decode pool's: those it decoded), its replicas' utilization, "
+    "and its cost and revenue over the whole run (pools' costs add up to the fleet's; a prefill "
+    "pool earns the prompts' price, a decode pool the outputs')."
 )
 
 
