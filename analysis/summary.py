@@ -10,6 +10,7 @@ from analysis.metrics import (
     batching,
     distribution,
     latencies,
+    rejected_by_reason,
     request_counts,
     throughput,
 )
@@ -26,7 +27,10 @@ def summarize(data: RunData) -> dict:
         "simulated_s": data.simulated_s,
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
-        "requests": request_counts(measured),
+        "requests": {
+            **request_counts(measured),
+            "rejected_by_reason": rejected_by_reason(measured, data.rejections),
+        },
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
         "utilization": fleet_utilization(data),

@@ -56,6 +56,7 @@ class RunResult:
     wall_s: float
     events: int
     kv_capacity_blocks: int
+    rejections: pa.Table | None = None
 
     def run_facts(self) -> dict:
         """Engine facts stored beside the traces (run.json)."""
@@ -81,11 +82,14 @@ class RunResult:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write requests.parquet, steps.parquet, scenario.json and run.json into `out_dir`."""
+        """Write requests.parquet, steps.parquet, scenario.json and run.json into `out_dir`,
+        and rejections.parquet when a request was rejected."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_table(self.requests, out / "requests.parquet")
         write_table(self.steps, out / "steps.parquet")
+        if self.rejections is not None:
+            write_table(self.rejections, out / "rejections.parquet")
         _write_json(out / "scenario.json", self.resolved_scenario())
         _write_json(out / "run.json", self.run_facts())
         return out
@@ -105,12 +109,15 @@ def make_streams(seed: int) -> dict[str, np.random.SeedSequence]:
 def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> RunResult:
     """Simulate `scenario` with `seed` (default: the scenario's) and return its traces."""
     seed = scenario.sim.seed if seed is None else seed
+    if seed < 0:
+        raise UserError(f"{scenario.name}: seed {seed} (sim.seed or --seed): must be >= 0")
     wall_start = time.perf_counter()
     streams = make_streams(seed)
     rngs = {name: np.random.default_rng(seq) for name, seq in streams.items()}
     workload = generate_workload(scenario, rngs)
     capacity = kv_capacity_blocks(scenario)
     _check_prompts_can_fit(scenario, capacity)
+    _check_something_is_measured(scenario, workload)
 
     env = simpy.Environment()
     recorder = Recorder(workload)
@@ -133,7 +140,8 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         for i in range(scenario.fleet.replicas)
     ]
     router = make_router(scenario.fleet.router, replicas)
-    feed = ArrivalFeed(env, workload, replicas, router, recorder)
+    too_long = over_context(workload, scenario.model_shape().max_context)
+    feed = ArrivalFeed(env, workload, replicas, router, recorder, too_long)
     recorder.on_leave = feed.left
     feed.start()
     horizon = None if scenario.sim.drain else scenario.sim.duration_s
@@ -152,7 +160,18 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
         wall_s=time.perf_counter() - wall_start,
         events=events_scheduled(env),
         kv_capacity_blocks=capacity,
+        rejections=recorder.rejections_table(),
     )
+
+
+def over_context(workload: Workload, max_context: int | None) -> np.ndarray | None:
+    """Which requests the server refuses at once because prompt + output tokens exceed the
+    model's context (vLLM's OpenAI server refuses prompt + max_tokens > max_model_len); None
+    when none does."""
+    if max_context is None:
+        return None
+    too_long = workload.prompt_tokens + workload.output_tokens > max_context
+    return too_long if too_long.any() else None
 
 
 def _last_activity_s(workload: Workload, steps: pa.Table) -> float:
@@ -169,6 +188,9 @@ class ArrivalFeed:
     same time); its callback submits the request(s) arriving then and schedules the next.
     A chain of callbacks rather than a SimPy process: it skips the generator resumption.
 
+    A request longer than the model's context (`too_long`) is rejected on arrival, before any
+    router sees it (replica -1), as vLLM's OpenAI server refuses it.
+
     A request the router holds (``choose()`` returns None) waits in the fleet's FIFO `held`;
     when a request leaves a replica, an URGENT event at the same time dispatches held requests
     while the router finds them a replica (an event rather than a direct call, so that no
@@ -182,8 +204,10 @@ class ArrivalFeed:
         replicas: list[Replica],
         router: Router,
         recorder: Recorder,
+        too_long: np.ndarray | None = None,
     ) -> None:
         self.env, self.replicas, self.router, self.recorder = env, replicas, router, recorder
+        self._too_long = too_long
         # array buffers rather than lists: a million Python numbers would cost ~100 MB
         self._arrival_s = _buffer(workload.arrival_s, "d")
         self._prompts = _buffer(workload.prompt_tokens, "q")
@@ -228,19 +252,22 @@ class ArrivalFeed:
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
         prompts, outputs = self._prompts, self._outputs
         chosen, replicas, choose = self.recorder.replica, self.replicas, self.router.choose
-        held = self.held
+        held, too_long = self.held, self._too_long
         while True:
-            cls = classes[rid]
-            prefix = prefixes[rid] if prefixes else ()
-            req = Request(
-                rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
-            )
-            index = None if held else choose()  # nobody overtakes a held request
-            if index is None:
-                held.append(req)
+            if too_long is not None and too_long[rid]:
+                self.recorder.rejected(rid, "max_context")
             else:
-                chosen[rid] = index
-                replicas[index].submit(req)
+                cls = classes[rid]
+                prefix = prefixes[rid] if prefixes else ()
+                req = Request(
+                    rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
+                )
+                index = None if held else choose()  # nobody overtakes a held request
+                if index is None:
+                    held.append(req)
+                else:
+                    chosen[rid] = index
+                    replicas[index].submit(req)
             rid += 1
             if rid == len(arrivals) or arrivals[rid] > now:
                 break
@@ -277,6 +304,17 @@ def _run_env(
             if not processed % PROGRESS_EVERY_EVENTS:
                 bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
         bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
+
+
+def _check_something_is_measured(scenario: Scenario, workload: Workload) -> None:
+    """Refuse a warm-up that every arrival falls into: the run would report nothing."""
+    warmup_s = scenario.sim.warmup_s
+    if warmup_s > 0 and (not len(workload) or workload.arrival_s[-1] < warmup_s):
+        last = f"the last at {workload.arrival_s[-1]:.6g} s" if len(workload) else "none"
+        raise UserError(
+            f"{scenario.name}: sim.warmup_s = {warmup_s:g}: all {len(workload)} requests arrive "
+            f"before it ({last}), so nothing would be measured; lower sim.warmup_s"
+        )
 
 
 def _check_prompts_can_fit(scenario: Scenario, capacity_blocks: int) -> None:

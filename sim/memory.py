@@ -13,8 +13,12 @@ def weight_bytes(scenario: Scenario) -> float:
 
 
 def kv_bytes_per_token(scenario: Scenario) -> float:
-    """Bytes of K and V per token over all layers at the scenario's KV precision."""
-    return scenario.model_shape().kv_values_per_token * BYTES_PER_DTYPE[scenario.model.kv_dtype]
+    """Bytes of K and V per token over all layers and the replica's GPUs at the scenario's KV
+    precision; a KV head replicated on several GPUs (tp > kv_heads) is stored on each."""
+    shape, tp = scenario.model_shape(), scenario.fleet.tp
+    stored_heads = shape.kv_heads_per_gpu(tp) * tp
+    values = shape.kv_values_per_token // shape.kv_heads * stored_heads
+    return values * BYTES_PER_DTYPE[scenario.model.kv_dtype]
 
 
 def kv_capacity_blocks(scenario: Scenario) -> int:

@@ -40,6 +40,8 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.rejection_ids = array("q")
+        self.rejection_reasons: list[str] = []
         self.on_leave: Callable[[int], None] | None = None
         self._steps = {
             "replica": array("i"),
@@ -62,10 +64,14 @@ class Recorder:
         if self.on_leave is not None:
             self.on_leave(self.replica[rid])
 
-    def rejected(self, rid: int) -> None:
+    def rejected(self, rid: int, reason: str) -> None:
+        """Request `rid` is refused for `reason` (a key of ``REJECTION_REASONS``), by its
+        replica or, before routing (replica -1), at the front door."""
         self.status[rid] = REJECTED
         self.num_rejected += 1
-        if self.on_leave is not None:
+        self.rejection_ids.append(rid)
+        self.rejection_reasons.append(reason)
+        if self.on_leave is not None and self.replica[rid] >= 0:
             self.on_leave(self.replica[rid])
 
     def step(
@@ -114,6 +120,19 @@ class Recorder:
                 "preemptions": _view(self.preemptions),
                 "cached_prompt_tokens": _view(self.cached_prompt_tokens),
                 "status": _decoded(_view(self.status), STATUS_NAMES),
+            }
+        )
+
+    def rejections_table(self) -> pa.Table | None:
+        """One row per rejected request: request_id, reason (rejections.parquet); None when
+        no request was rejected."""
+        if not self.rejection_reasons:
+            return None
+        order = np.argsort(_view(self.rejection_ids), kind="stable")
+        return pa.table(
+            {
+                "request_id": _view(self.rejection_ids)[order],
+                "reason": pa.array(self.rejection_reasons).take(pa.array(order)),
             }
         )
 

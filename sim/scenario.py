@@ -16,7 +16,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
+from sim.catalog import (
+    Accelerator,
+    ModelShape,
+    builtin_accelerators,
+    builtin_models,
+    canonical_id,
+)
 from sim.errors import UserError
 
 Dtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
@@ -26,7 +32,7 @@ KvDtype = Literal["bf16", "fp16", "fp8"]
 class Section(BaseModel):
     """Base of every scenario section: unknown keys are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- [sim]
@@ -41,6 +47,15 @@ class SimConfig(Section):
     warmup_s: float = Field(default=0.0, ge=0, description="arrivals before this are not measured")
     drain: bool = Field(default=True, description="run until every request is done")
     step_compression: bool = True
+
+    @model_validator(mode="after")
+    def _warmup_inside_window(self) -> SimConfig:
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s = {self.warmup_s:g} must be below duration_s = {self.duration_s:g}: "
+                "only arrivals after the warm-up are measured, so nothing would be"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- [workload]
@@ -441,6 +456,7 @@ class Scenario(Section):
             for section, kind in _DEFAULT_KINDS.items():
                 if isinstance(data.get(section), dict) and "kind" not in data[section]:
                     data[section] = {"kind": kind, **data[section]}
+            data = _gpu_id_any_case(data)
         return data
 
     @model_validator(mode="after")
@@ -457,11 +473,35 @@ class Scenario(Section):
                 f"model.name: unknown model '{self.model.name}'; allowed: "
                 f'{", ".join(sorted(models))}, or define [models."{self.model.name}"]'
             )
+        unbounded = [name for name, shape in self.models.items() if shape.max_context is None]
+        if unbounded:
+            raise ValueError(
+                f'models."{unbounded[0]}".max_context: required for a model of your own: the '
+                "longest prompt + output it serves, tokens (max_position_embeddings of its "
+                "config.json)"
+            )
+        self._check_tensor_parallel(gpus[self.fleet.gpu], models[self.model.name])
         if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
         if not self.sim.drain and self.sim.duration_s is None:
             raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
         return self
+
+    def _check_tensor_parallel(self, gpu: Accelerator, shape: ModelShape) -> None:
+        """fleet.tp must split the model's heads (vLLM's rule) within one scale-up domain."""
+        tp = self.fleet.tp
+        node = gpu.gpus_per_node
+        fits = [n for n in range(1, node + 1) if shape.tensor_parallel_problem(n) is None]
+        allowed = f"allowed for {self.model.name} on {self.fleet.gpu}: {', '.join(map(str, fits))}"
+        problem = shape.tensor_parallel_problem(tp)
+        if problem is not None:
+            raise ValueError(f"fleet.tp = {tp}: {problem} of {self.model.name}; {allowed}")
+        if tp > node:
+            raise ValueError(
+                f"fleet.tp = {tp}: more GPUs than one {self.fleet.gpu} node has "
+                f"({node} per NVLink domain, gpus_per_node); tensor parallelism across nodes is "
+                f"not modelled; {allowed}"
+            )
 
     def accelerator(self) -> Accelerator:
         """The accelerator of the fleet's replicas."""
@@ -475,6 +515,15 @@ class Scenario(Section):
         """A path from the scenario, relative to the scenario file's folder."""
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _gpu_id_any_case(data: dict) -> dict:
+    """`fleet.gpu` spelled as its catalogue or scenario id, whatever its case (H100 -> h100)."""
+    fleet, custom = data.get("fleet"), data.get("accelerators", {})
+    if not isinstance(fleet, dict) or not isinstance(fleet.get("gpu"), str):
+        return data
+    ids = [*builtin_accelerators(), *(custom if isinstance(custom, dict) else {})]
+    return {**data, "fleet": {**fleet, "gpu": canonical_id(fleet["gpu"], ids)}}
 
 
 # ----------------------------------------------------------------------------- loading
