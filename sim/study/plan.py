@@ -18,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.economics import GPU_PRICE_DEFAULTS, SECONDS_PER_HOUR, gpu_price
+from sim.catalog import builtin_accelerators, canonical_id
 from sim.errors import UserError
+from sim.rundir import check_study_out
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
@@ -270,7 +272,9 @@ def _options(
 ) -> list[Option]:
     """The GPU x TP options, each priced (see :func:`_gpu_price`)."""
     base = scenario_from_dict(src.data, src.source, list(overrides))
-    given = dict(prices or {})
+    ids = [*builtin_accelerators(), *base.accelerators]
+    given = {canonical_id(gpu, ids): usd for gpu, usd in (prices or {}).items()}
+    gpus = [canonical_id(gpu, ids) for gpu in gpus] if gpus else None
     eco = base.economics
     owned = eco is not None and eco.pricing == "owned"
     if owned and (given or any(g != base.fleet.gpu for g in gpus or [])):
@@ -354,15 +358,25 @@ def plan(
     rate_item = f"workload.rate={_round(rate)}"
     for option in options:  # every option's scenario is valid before anything runs
         _validate(src, (*overrides, *option.overrides(), rate_item))
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp}:")
             rows.append(_plan_option(ev, option, rate_item, max_replicas))
-    table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
+    columns = [*PLAN_COLUMNS, *(slo.name for slo in slo_list), "status"]
+    table = pd.DataFrame(rows, columns=columns)  # every column even when no option is met
+    table = table.sort_values("usd_per_hour", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
+
+
+# columns of plan.csv before the SLOs' and the status (an option not met fills only gpu, tp
+# and status, which says why)
+PLAN_COLUMNS = ("gpu", "tp", "replicas", "gpus", "usd_per_gpu_hour", "usd_per_hour", "margin")
+PLAN_COLUMNS += ("slo_headroom",)
+MAX_RATE_COLUMNS = ("gpu", "tp", "replicas", "max_rate_per_s", "usd_per_hour")
+MAX_RATE_COLUMNS += ("usd_per_hour_per_rate", "slo_headroom", "limited_by", "status")
 
 
 def _validate(src: ScenarioSource, items: tuple[str, ...]) -> None:
@@ -387,7 +401,8 @@ def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: in
     except RunFailed as exc:
         return {**base, "status": f"error: {exc}"}
     if n is None:
-        return {**base, "status": f"not met with {max_replicas} replicas"}
+        why = verdicts[max_replicas].reason
+        return {**base, "status": f"not met with {max_replicas} replicas: {why}"}
     v = verdicts[n]
     return {
         **base,
@@ -446,7 +461,7 @@ def max_rate(
         )
     for option in options:
         _validate(src, (*overrides, *option.overrides()))
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
@@ -455,9 +470,8 @@ def max_rate(
             rows.append(
                 _max_rate_option(ev, option, base.fleet.replicas, base.workload.rate, tolerance)
             )
-    table = pd.DataFrame(rows)
-    if "usd_per_hour_per_rate" in table:
-        table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
+    table = pd.DataFrame(rows, columns=list(MAX_RATE_COLUMNS))
+    table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
 

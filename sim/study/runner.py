@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.rundir import temporary_sibling
 from sim.study.stats import numeric_metrics
 
 SATURATION_FILE = "saturation.json"
@@ -42,7 +42,7 @@ class RunOutcome:
 def run_one(task: RunTask) -> RunOutcome:
     """Simulate one seed of one point and write its run directory; errors are returned."""
     final = Path(task.run_dir)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = temporary_sibling(final)
     try:
         _write_run(task, tmp)
         _move_into_place(tmp, final)
