@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.validation import theory
+from sim.validation import runner, theory
 from sim.validation.runner import CI, PROFILES, Profile, run_validation
 from sim.validation.stats import Interval, passes, per_check_confidence, t_interval
 from tests.conftest import ROOT
@@ -123,13 +123,14 @@ def test_quick_validation_passes_every_check(tmp_path):
     assert status == 0
 
 
-# every case at one load, 2 replications of the minimum size: the command's output, not its
-# statistics (the profiles above are the statistics)
+# every case at one load, 2 small replications: the command's output, not its statistics
+# (the profiles above are the statistics)
 SMOKE = Profile("quick", (0.5,), target_rse=0.5, replications=2, tolerance=1.0)
 
 
 def test_validate_command_writes_json_markdown_and_figure(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(PROFILES, "quick", SMOKE)
+    monkeypatch.setattr(runner, "MIN_REQUESTS_PER_REPLICATION", 300)
     main(["validate", "--out", str(tmp_path), "--workers", "2"])
     assert "checks pass; report in" in capsys.readouterr().out
     entries = json.loads((tmp_path / "validation.json").read_text())
