@@ -32,8 +32,11 @@ class Accelerator(BaseModel):
     link_latency_us: float = Field(default=8.0, ge=0, description="latency of one all-reduce, us")
     host_bw_gb_s: float = Field(default=32.0, gt=0, description="host link, one direction, GB/s")
     tdp_w: float = Field(default=700.0, gt=0, description="board power, W")
-    gpus_per_node: int = Field(
-        ge=1, description="GPUs of one scale-up (NVLink) domain: the most one replica may span"
+    gpus_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs of one scale-up (NVLink) domain, the most one replica may span; "
+        "required for a fleet's accelerator (absent from runs saved before it existed)",
     )
     source: str = "user-defined"
 

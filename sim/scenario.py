@@ -480,6 +480,12 @@ class Scenario(Section):
                 "longest prompt + output it serves, tokens (max_position_embeddings of its "
                 "config.json)"
             )
+        unsized = [name for name, gpu in self.accelerators.items() if gpu.gpus_per_node is None]
+        if unsized:
+            raise ValueError(
+                f"accelerators.{unsized[0]}.gpus_per_node: required for an accelerator of your "
+                "own: the GPUs of one NVLink (scale-up) domain, the most one replica may span"
+            )
         self._check_tensor_parallel(gpus[self.fleet.gpu], models[self.model.name])
         if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
@@ -490,7 +496,7 @@ class Scenario(Section):
     def _check_tensor_parallel(self, gpu: Accelerator, shape: ModelShape) -> None:
         """fleet.tp must split the model's heads (vLLM's rule) within one scale-up domain."""
         tp = self.fleet.tp
-        node = gpu.gpus_per_node
+        node = gpu.gpus_per_node or tp  # every accelerator of a scenario has one (see above)
         fits = [n for n in range(1, node + 1) if shape.tensor_parallel_problem(n) is None]
         allowed = f"allowed for {self.model.name} on {self.fleet.gpu}: {', '.join(map(str, fits))}"
         problem = shape.tensor_parallel_problem(tp)

@@ -129,7 +129,7 @@ def test_own_accelerator_without_a_node_size_is_refused():
     data = copy.deepcopy(BASE)
     data["accelerators"] = {"chip": {k: v for k, v in _chip().items() if k != "gpus_per_node"}}
     data["fleet"] = {"gpu": "chip"}
-    with pytest.raises(UserError, match="accelerators.chip.gpus_per_node: required field"):
+    with pytest.raises(UserError, match="accelerators.chip.gpus_per_node: required for an"):
         scenario_from_dict(data)
 
 

@@ -90,3 +90,14 @@ def test_run_without_rejections_writes_no_rejections_file_and_no_warning(tmp_pat
     assert main([*argv, "--out", str(tmp_path / "r")]) == 0
     assert not (tmp_path / "r" / "rejections.parquet").exists()
     assert "warning" not in capsys.readouterr().err
+
+
+def test_rejections_of_a_run_saved_before_reasons_were_recorded_count_as_unrecorded():
+    from analysis.metrics import rejected_by_reason
+    from analysis.rundata import no_rejections
+
+    requests = pd.DataFrame(
+        {"request_id": [0, 1, 2], "status": ["rejected", "completed", "rejected"]}
+    )
+    counts = rejected_by_reason(requests, no_rejections())
+    assert counts == {**dict.fromkeys(REJECTION_REASONS, 0), "unrecorded": 2}

@@ -130,3 +130,20 @@ def test_damaged_requests_parquet_is_one_clear_error(tmp_path, capsys, saved_run
     assert main(argv) == 2
     err = error_line(capsys)
     assert f"{requests}: cannot be read: the file is empty, truncated or damaged" in err
+
+
+def test_run_saved_before_node_sizes_and_reasons_existed_is_still_analysed(tmp_path, saved_run):
+    import json
+    import shutil
+
+    from analysis.rundata import load_run
+    from analysis.summary import summarize
+
+    old = tmp_path / "old"
+    shutil.copytree(saved_run, old)
+    stored = json.loads((old / "scenario.json").read_text())
+    del stored["resolved"]["accelerator"]["gpus_per_node"]
+    (old / "scenario.json").write_text(json.dumps(stored))
+    summary = summarize(load_run(old))
+    assert summary["utilization"]["gpu_busy_fraction"] > 0
+    assert summary["requests"]["rejected_by_reason"]["max_context"] == 0
