@@ -8,79 +8,22 @@ the whole run (warm-up included). docs/economics.md defines every key of the ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
 from analysis.utilization import busy_s_per_replica
-from sim.errors import UserError
 from sim.scenario import EconomicsConfig, RequestClass, Scenario
 
 SECONDS_PER_HOUR = 3600.0
-HOURS_PER_YEAR = 8760.0  # 365-day years, for amortising owned GPUs
 JOULES_PER_KWH = 3.6e6
 CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix cache
 TRACE_CLASS = "trace"  # class name of replayed requests when the scenario defines no classes
 
 
-@dataclass(frozen=True)
-class GpuPrice:
-    """A default price of one GPU-hour and the row of sim/data/catalog/prices.csv it comes from."""
-
-    usd_per_gpu_hour: float
-    source: str
-
-
-_CW = "sim/data/catalog/prices.csv: CoreWeave, "
-_AWS_CB = "sim/data/catalog/prices.csv: AWS, p5.48xlarge (EC2 Capacity Blocks), valid to 2025-01-01"
-
-# (catalogue gpu id, pricing mode) -> default price. Instance prices are divided by the GPUs of
-# the instance; spot prices are those quoted in the notes of the same row.
-GPU_PRICE_DEFAULTS: dict[tuple[str, str], GpuPrice] = {
-    ("a100", "on_demand"): GpuPrice(2.70, _CW + "NVIDIA A100 (8x 80GB), on-demand, 2026-09-20"),
-    ("a100", "spot"): GpuPrice(9.65 / 8, _CW + "NVIDIA A100 (8x 80GB), notes: spot $9.65/h / 8"),
-    ("h100", "on_demand"): GpuPrice(6.155, _CW + "NVIDIA HGX H100, on-demand, 2026-09-20"),
-    ("h100", "reserved"): GpuPrice(4.916, _AWS_CB + " (8x H100 $39.33/h)"),
-    ("h100", "spot"): GpuPrice(19.71 / 8, _CW + "NVIDIA HGX H100, notes: spot $19.71/h / 8"),
-    ("h200", "on_demand"): GpuPrice(6.305, _CW + "NVIDIA HGX H200, on-demand, 2026-09-20"),
-    ("h200", "reserved"): GpuPrice(43.26 / 8, _AWS_CB + ", notes: p5e.48xlarge 8x H200 $43.26/h"),
-    ("h200", "spot"): GpuPrice(20.93 / 8, _CW + "NVIDIA HGX H200, notes: spot $20.93/h / 8"),
-    ("b200", "on_demand"): GpuPrice(8.60, _CW + "NVIDIA HGX B200, on-demand, 2026-09-20"),
-    ("b200", "spot"): GpuPrice(34.11 / 8, _CW + "NVIDIA HGX B200, notes: spot $34.11/h / 8"),
-}
-
-
 def gpu_hours(data: RunData) -> float:
     """Provisioned GPU time: every GPU of every replica for the whole run, busy or not."""
-    fleet = data.scenario.fleet
-    return fleet.replicas * fleet.tp * data.simulated_s / SECONDS_PER_HOUR
-
-
-def gpu_price(scenario: Scenario) -> GpuPrice:
-    """The price of one GPU-hour under the scenario's pricing mode, with its source.
-
-    Raises UserError when a rented mode gives no price and the defaults table has none.
-    """
-    eco = scenario.economics
-    assert eco is not None
-    source = eco.price_source or "scenario [economics]"
-    if eco.pricing == "owned":
-        assert eco.purchase_usd_per_gpu is not None and eco.amortization_years is not None
-        hourly = eco.purchase_usd_per_gpu / (eco.amortization_years * HOURS_PER_YEAR)
-        return GpuPrice(hourly, f"{source}: purchase amortised over {eco.amortization_years} y")
-    if eco.gpu_usd_per_hour is not None:
-        return GpuPrice(eco.gpu_usd_per_hour, source)
-    default = GPU_PRICE_DEFAULTS.get((scenario.fleet.gpu, eco.pricing))
-    if default is None:
-        known = ", ".join(f"{g}/{m}" for g, m in GPU_PRICE_DEFAULTS)
-        raise UserError(
-            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu "
-            f"'{scenario.fleet.gpu}' with pricing '{eco.pricing}' (defaults exist for {known}); "
-            f"give economics.gpu_usd_per_hour"
-        )
-    return default
+    return sum(p.gpus for p in data.spec.pools) * data.simulated_s / SECONDS_PER_HOUR
 
 
 def energy_kwh(data: RunData) -> float:
@@ -89,11 +32,12 @@ def energy_kwh(data: RunData) -> float:
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    tdp_w = float(data.resolved["accelerator"]["tdp_w"])
+    pool = data.spec.pools[0]
     busy_s = busy_s_per_replica(data)
     idle_s = data.simulated_s - busy_s
-    watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum() * tdp_w
-    return float(watt_s * data.scenario.fleet.tp * e.pue / JOULES_PER_KWH)
+    watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
+    watt_s *= pool.accelerator.tdp_w
+    return float(watt_s * pool.tp * e.pue / JOULES_PER_KWH)
 
 
 def _first_given(*values: float | None) -> float:
@@ -199,7 +143,8 @@ def economics(data: RunData) -> dict:
     eco = data.scenario.economics
     if eco is None:
         return {"gpu_hours": hours, **dict.fromkeys(_MONEY_KEYS), "classes": {}}
-    price = gpu_price(data.scenario)
+    price = data.spec.pools[0].price
+    assert price is not None  # resolved with [economics]
     kwh = energy_kwh(data)
     gpu_cost = hours * price.usd_per_gpu_hour
     overhead = hours * eco.overhead_usd_per_gpu_hour

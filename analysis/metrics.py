@@ -24,13 +24,23 @@ def distribution(values: pd.Series | np.ndarray) -> dict[str, float | None]:
 
 def latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
     """Per-request latencies in seconds: ttft, tpot, e2e (completed) and queue (scheduled)."""
+    return {
+        **completed_latencies(requests),
+        "queue": (requests["first_scheduled_s"] - requests["arrival_s"]).dropna(),
+    }
+
+
+def completed_latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
+    """ttft, tpot and e2e of the completed requests, in seconds (tpot: of those with 2+ tokens).
+
+    Needs the columns status, arrival_s, first_token_s, finish_s and output_tokens.
+    """
     done = requests[requests["status"] == "completed"]
     multi = done[done["output_tokens"] > 1]
     return {
         "ttft": done["first_token_s"] - done["arrival_s"],
         "tpot": (multi["finish_s"] - multi["first_token_s"]) / (multi["output_tokens"] - 1),
         "e2e": done["finish_s"] - done["arrival_s"],
-        "queue": (requests["first_scheduled_s"] - requests["arrival_s"]).dropna(),
     }
 
 

@@ -1,7 +1,10 @@
-"""A run as analysis sees it: the two trace tables plus the resolved scenario and run facts.
+"""A run as analysis sees it: the two trace tables plus the resolved run and its facts.
 
 Everything in ``analysis`` starts from a :class:`RunData`, loaded from a run directory or taken
-from an in-memory result, so a saved run can be re-analysed without re-simulating.
+from an in-memory result, so a saved run can be re-analysed without re-simulating. The resolved
+run (:class:`~sim.runspec.RunSpec`: pools with their accelerator, model shape, KV capacity and
+GPU price) is read back from scenario.json as it was saved, without the catalogue, calibration
+files or price table.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
-from sim.scenario import Scenario, scenario_from_dict
+from sim.runspec import RunSpec, read_run_spec
+from sim.scenario import Scenario
 
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
 REJECTIONS_FILE = "rejections.parquet"  # written only when a request was rejected
@@ -33,10 +37,13 @@ class RunData:
 
     requests: pd.DataFrame
     steps: pd.DataFrame
-    scenario: Scenario
-    resolved: dict
+    spec: RunSpec
     run: dict
     rejections: pd.DataFrame = field(default_factory=no_rejections)
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.spec.scenario
 
     @property
     def simulated_s(self) -> float:
@@ -44,7 +51,8 @@ class RunData:
 
     @property
     def kv_capacity_blocks(self) -> int:
-        return int(self.resolved["kv_capacity_blocks"])
+        """KV-cache blocks of one replica (of the first pool)."""
+        return self.spec.pools[0].kv_capacity_blocks
 
     @property
     def measured(self) -> pd.DataFrame:
@@ -54,13 +62,11 @@ class RunData:
     @classmethod
     def from_result(cls, result) -> RunData:
         """From an in-memory ``sim.engine.RunResult``."""
-        resolved = result.resolved_scenario()
         rejections = result.rejections
         return cls(
             result.requests.to_pandas(),
             result.steps.to_pandas(),
-            result.scenario,
-            resolved["resolved"],
+            result.spec,
             result.run_facts(),
             no_rejections() if rejections is None else rejections.to_pandas(),
         )
@@ -73,13 +79,11 @@ def load_run(run_dir: str | Path) -> RunData:
     missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
     if missing:
         raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
-    resolved = _read_json(run_dir / "scenario.json")
     rejections = run_dir / REJECTIONS_FILE
     return RunData(
         read_parquet(run_dir / "requests.parquet"),
         read_parquet(run_dir / "steps.parquet"),
-        scenario_from_dict(resolved["scenario"], str(run_dir / "scenario.json")),
-        resolved["resolved"],
+        read_run_spec(run_dir / "scenario.json"),
         _read_json(run_dir / "run.json"),
         read_parquet(rejections) if rejections.exists() else no_rejections(),
     )

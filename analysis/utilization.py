@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
-from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
+from sim.catalog import BYTES_PER_DTYPE
+from sim.runspec import PoolSpec
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,10 @@ class ShapeCounts:
     peak_bytes_per_s: float
 
     @classmethod
-    def of(cls, data: RunData) -> ShapeCounts:
-        """From the resolved model shape and accelerator stored with the run."""
-        m = ModelShape.model_validate(data.resolved["model_shape"])
-        gpu = Accelerator.model_validate(data.resolved["accelerator"])
-        tp = data.scenario.fleet.tp
-        dtypes = data.scenario.model
-        w = BYTES_PER_DTYPE[dtypes.weight_dtype]
+    def of(cls, pool: PoolSpec) -> ShapeCounts:
+        """From the model shape, dtypes and accelerator of a pool's replicas."""
+        m, gpu, tp = pool.model_shape, pool.accelerator, pool.tp
+        w = BYTES_PER_DTYPE[pool.weight_dtype]
         head_params = m.vocab * m.hidden
         dense_params = m.layers * (m.attn_params_per_layer + m.router_params_per_layer)
         return cls(
@@ -57,10 +55,10 @@ class ShapeCounts:
             attention_flops_per_position=4.0 * m.layers * m.heads * m.head_dim,
             dense_weight_bytes=w * (dense_params + head_params),
             expert_bytes=w * m.layers * m.expert_params,
-            kv_bytes_per_token=m.kv_values_per_token * BYTES_PER_DTYPE[dtypes.kv_dtype],
+            kv_bytes_per_token=m.kv_values_per_token * BYTES_PER_DTYPE[pool.kv_dtype],
             experts=m.experts,
             experts_per_token=m.experts_per_token,
-            peak_flops=gpu.peak_flops(dtypes.weight_dtype) * tp,
+            peak_flops=gpu.peak_flops(pool.weight_dtype) * tp,
             peak_bytes_per_s=gpu.mem_bw_gb_s * 1e9 * tp,
         )
 
@@ -74,7 +72,7 @@ class ShapeCounts:
 def step_work(data: RunData) -> pd.DataFrame:
     """The steps trace with the FLOPs and bytes of each interval (all its iterations)."""
     s = data.steps
-    c = ShapeCounts.of(data)
+    c = ShapeCounts.of(data.spec.pools[0])
     k = s["iterations"].to_numpy(np.float64)
     d = s["decode_seqs"].to_numpy(np.float64)
     tokens_per_iteration = s["prefill_tokens"].to_numpy(np.float64) + d
@@ -145,11 +143,11 @@ def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFra
     window_s = window_s or default_window_s(data.simulated_s)
     edges = window_edges(data.simulated_s, window_s)
     length = np.diff(edges)
-    counts = ShapeCounts.of(data)
+    counts = ShapeCounts.of(data.spec.pools[0])
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica in range(data.scenario.fleet.replicas):
+    for replica in range(data.spec.num_replicas):
         w = work[work["replica"] == replica]
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
@@ -211,7 +209,7 @@ def busy_s_per_replica(data: RunData) -> np.ndarray:
     """Seconds each replica spent running iterations (index = replica)."""
     steps = data.steps
     busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
-    return busy.reindex(range(data.scenario.fleet.replicas), fill_value=0.0).to_numpy()
+    return busy.reindex(range(data.spec.num_replicas), fill_value=0.0).to_numpy()
 
 
 def replica_totals(data: RunData) -> pd.DataFrame:

@@ -10,19 +10,26 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim import perf_cli
 from sim.compare_cli import add_compare
+from sim.e2e_cli import add_validate_e2e
 from sim.errors import SimWarning, UserError
 from sim.report_cli import add_report
 from sim.request import REJECTION_REASONS
 from sim.rundir import check_out_dir, check_run_out, writing_run
 from sim.study.commands import add_plan, add_sweep
 
+if TYPE_CHECKING:
+    from sim.runspec import RunSpec
+
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="simulate one scenario and write its traces and summary")
-    p.add_argument("scenario", help="scenario TOML file")
+    p.add_argument(
+        "scenario", help="scenario TOML file, or a run's scenario.json to run it again as it was"
+    )
     p.add_argument("--out", help="run directory (default: runs/<scenario name>)")
     p.add_argument(
         "--force",
@@ -47,17 +54,13 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from analysis.economics import gpu_price
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
-    from sim.scenario import load_scenario
 
-    scenario = load_scenario(args.scenario, args.overrides)
-    if scenario.economics is not None:
-        gpu_price(scenario)  # a missing GPU price is an error before, not after, simulating
-    out = check_run_out(args.out or Path("runs") / scenario.name, args.force)
-    result = run(scenario, seed=args.seed, progress=True)
+    spec = load_run_spec(args.scenario, args.overrides)
+    out = check_run_out(args.out or Path("runs") / spec.name, args.force)
+    result = run(spec, seed=args.seed, progress=True)
     with writing_run(out) as tmp:
         result.save(tmp)
         summary = write_summary(tmp, RunData.from_result(result))
@@ -65,6 +68,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     warn_if_mostly_rejected(summary)
     print(f"traces and summary in {out}/")
     return 0
+
+
+def load_run_spec(path: str, overrides: list[str]) -> RunSpec:
+    """A scenario file resolved (every error raised now), or a saved run's scenario.json.
+
+    A saved run carries its resolved pools (calibration loaded, catalogue entries, prices) and
+    trace files, so it runs again as it was; ``--set`` does not apply to it.
+    """
+    from sim.resolve import resolve
+    from sim.runspec import read_run_spec
+    from sim.scenario import load_scenario
+
+    if Path(path).suffix == ".json":
+        if overrides:
+            raise UserError(
+                f"{path}: --set applies to scenario TOML files; a saved run's scenario.json "
+                f"runs again as it was"
+            )
+        return read_run_spec(path)
+    return resolve(load_scenario(path, overrides))
 
 
 def warn_if_mostly_rejected(summary: dict) -> None:
@@ -203,6 +226,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_sweep,
     add_plan,
     _add_validate,
+    add_validate_e2e,
     _add_check,
 ]
 

@@ -6,28 +6,24 @@ import json
 import math
 import os
 import time
+import warnings
 from array import array
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import simpy
-from simpy.core import URGENT
 from tqdm import tqdm
 
-from sim.batching import make_batcher
-from sim.errors import UserError
-from sim.memory import kv_capacity_blocks, swap_s_per_block
-from sim.perf import make_step_time_model
+from sim.errors import SimWarning, UserError
+from sim.fleet import Fleet, schedule_urgent
 from sim.recorder import Recorder, write_table
-from sim.replica import Replica
 from sim.request import Request
-from sim.router import Router, make_router
+from sim.resolve import resolve
+from sim.runspec import RunSpec
 from sim.scenario import Scenario
-from sim.workload import Workload, generate_workload, length_bounds
+from sim.workload import Workload, generate_workload
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
@@ -46,17 +42,20 @@ def events_scheduled(env: simpy.Environment) -> int:
 
 @dataclass
 class RunResult:
-    """The traces and facts of one simulation run."""
+    """The traces and facts of one simulation run; `spec` holds the seed the run used."""
 
-    scenario: Scenario
+    spec: RunSpec
     seed: int
     requests: pa.Table
     steps: pa.Table
     simulated_s: float
     wall_s: float
     events: int
-    kv_capacity_blocks: int
-    rejections: pa.Table | None = None
+    rejections: pa.Table | None = None  # request_id, reason; None when none was rejected
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.spec.scenario
 
     def run_facts(self) -> dict:
         """Engine facts stored beside the traces (run.json)."""
@@ -65,20 +64,6 @@ class RunResult:
             "simulated_s": self.simulated_s,
             "wall_s": self.wall_s,
             "events": self.events,
-            "kv_capacity_blocks": self.kv_capacity_blocks,
-        }
-
-    def resolved_scenario(self) -> dict:
-        """The scenario with every catalogue reference spelled out (scenario.json)."""
-        s = self.scenario
-        return {
-            "scenario": s.model_dump(mode="json"),
-            "resolved": {
-                "accelerator": s.accelerator().model_dump(mode="json"),
-                "model_shape": s.model_shape().model_dump(mode="json"),
-                "kv_capacity_blocks": self.kv_capacity_blocks,
-                "gpus_per_replica": s.fleet.tp,
-            },
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -90,7 +75,7 @@ class RunResult:
         write_table(self.steps, out / "steps.parquet")
         if self.rejections is not None:
             write_table(self.rejections, out / "rejections.parquet")
-        _write_json(out / "scenario.json", self.resolved_scenario())
+        _write_json(out / "scenario.json", self.spec.to_json())
         _write_json(out / "run.json", self.run_facts())
         return out
 
@@ -106,71 +91,55 @@ def make_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
 
 
-def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> RunResult:
-    """Simulate `scenario` with `seed` (default: the scenario's) and return its traces."""
-    seed = scenario.sim.seed if seed is None else seed
+def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = False) -> RunResult:
+    """Simulate a run with `seed` (default: the scenario's) and return its traces.
+
+    A Scenario is resolved first (``sim.resolve``); a RunSpec runs as it is.
+    """
+    spec = resolve(scenario) if isinstance(scenario, Scenario) else scenario
+    seed = spec.scenario.sim.seed if seed is None else seed
     if seed < 0:
-        raise UserError(f"{scenario.name}: seed {seed} (sim.seed or --seed): must be >= 0")
+        raise UserError(f"{spec.name}: seed {seed} (sim.seed or --seed): must be >= 0")
+    spec = spec.with_seed(seed)
+    sim = spec.scenario.sim
     wall_start = time.perf_counter()
     streams = make_streams(seed)
     rngs = {name: np.random.default_rng(seq) for name, seq in streams.items()}
-    workload = generate_workload(scenario, rngs)
-    capacity = kv_capacity_blocks(scenario)
-    _check_prompts_can_fit(scenario, capacity)
-    _check_something_is_measured(scenario, workload)
+    workload = generate_workload(spec.scenario, spec.trace_files, rngs)
+    _warn_if_nothing_is_measured(spec.scenario, workload)
 
     env = simpy.Environment()
-    recorder = Recorder(workload)
-    perf_seeds = streams["perf"].spawn(scenario.fleet.replicas)
-    replicas = [
-        Replica(
-            env,
-            i,
-            make_batcher(
-                scenario.batcher,
-                capacity,
-                recorder,
-                swap_s_per_block(scenario),
-                workload.prefix_block_tokens,
-            ),
-            make_step_time_model(scenario, np.random.default_rng(perf_seeds[i])),
-            recorder,
-            scenario.sim.step_compression,
-        )
-        for i in range(scenario.fleet.replicas)
-    ]
-    router = make_router(scenario.fleet.router, replicas)
-    too_long = over_context(workload, scenario.model_shape().max_context)
-    feed = ArrivalFeed(env, workload, replicas, router, recorder, too_long)
-    recorder.on_leave = feed.left
-    feed.start()
-    horizon = None if scenario.sim.drain else scenario.sim.duration_s
+    recorder = Recorder(workload, longest_context=spec.pads_decode_attention)
+    perf_seeds = streams["perf"].spawn(spec.num_replicas)
+    fleet = Fleet(env, spec, recorder, perf_seeds, workload.prefix_block_tokens)
+    ArrivalFeed(env, workload, fleet, over_context(workload, spec)).start()
+    horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
     steps = recorder.steps_table()
     end = horizon if horizon is not None else _last_activity_s(workload, steps)
-    if scenario.sim.duration_s is not None:
-        end = max(end, scenario.sim.duration_s)
+    if sim.duration_s is not None:
+        end = max(end, sim.duration_s)
     return RunResult(
-        scenario=scenario,
+        spec=spec,
         seed=seed,
         requests=recorder.requests_table(),
         steps=steps,
         simulated_s=float(end),
         wall_s=time.perf_counter() - wall_start,
         events=events_scheduled(env),
-        kv_capacity_blocks=capacity,
         rejections=recorder.rejections_table(),
     )
 
 
-def over_context(workload: Workload, max_context: int | None) -> np.ndarray | None:
+def over_context(workload: Workload, spec: RunSpec) -> np.ndarray | None:
     """Which requests the server refuses at once because prompt + output tokens exceed the
-    model's context (vLLM's OpenAI server refuses prompt + max_tokens > max_model_len); None
-    when none does."""
-    if max_context is None:
+    context of a pool's model (vLLM's OpenAI server refuses prompt + max_tokens >
+    max_model_len); None when none does."""
+    limits = [p.model_shape.max_context for p in spec.pools if p.model_shape.max_context]
+    if not limits:
         return None
-    too_long = workload.prompt_tokens + workload.output_tokens > max_context
+    too_long = workload.prompt_tokens + workload.output_tokens > min(limits)
     return too_long if too_long.any() else None
 
 
@@ -182,32 +151,24 @@ def _last_activity_s(workload: Workload, steps: pa.Table) -> float:
 
 
 class ArrivalFeed:
-    """Feeds every request, in arrival order, to the router and the chosen replica.
+    """Hands every request, in arrival order, to the fleet.
 
     One URGENT event per distinct arrival time (processed before iteration boundaries at the
     same time); its callback submits the request(s) arriving then and schedules the next.
     A chain of callbacks rather than a SimPy process: it skips the generator resumption.
 
-    A request longer than the model's context (`too_long`) is rejected on arrival, before any
-    router sees it (replica -1), as vLLM's OpenAI server refuses it.
-
-    A request the router holds (``choose()`` returns None) waits in the fleet's FIFO `held`;
-    when a request leaves a replica, an URGENT event at the same time dispatches held requests
-    while the router finds them a replica (an event rather than a direct call, so that no
-    request enters a batcher in the middle of its own bookkeeping).
+    A request longer than the model's context (`too_long`) is rejected on arrival, before the
+    fleet sees it (replica -1), as vLLM's OpenAI server refuses it.
     """
 
     def __init__(
         self,
         env: simpy.Environment,
         workload: Workload,
-        replicas: list[Replica],
-        router: Router,
-        recorder: Recorder,
+        fleet: Fleet,
         too_long: np.ndarray | None = None,
     ) -> None:
-        self.env, self.replicas, self.router, self.recorder = env, replicas, router, recorder
-        self._too_long = too_long
+        self.env, self.fleet, self._too_long = env, fleet, too_long
         # array buffers rather than lists: a million Python numbers would cost ~100 MB
         self._arrival_s = _buffer(workload.arrival_s, "d")
         self._prompts = _buffer(workload.prompt_tokens, "q")
@@ -216,64 +177,34 @@ class ArrivalFeed:
         self._priorities = workload.class_priorities
         self._prefixes = workload.prefix_hashes
         self._next = 0
-        self.held: deque[Request] = deque()
-        self._dispatch_pending = False
 
     def start(self) -> None:
         """Schedule the first arrival."""
         if self._arrival_s:
-            self._schedule(self._arrival_s[0])
-
-    def left(self, index: int) -> None:
-        """A request left replica `index`: tell the router; dispatch held requests soon."""
-        self.router.left(index)
-        if self.held and not self._dispatch_pending:
-            self._dispatch_pending = True
-            self._schedule(self.env.now, self._dispatch_held)
-
-    def _dispatch_held(self, _event: simpy.Event) -> None:
-        self._dispatch_pending = False
-        held, choose = self.held, self.router.choose
-        while held and (index := choose()) is not None:
-            req = held.popleft()
-            self.recorder.replica[req.rid] = index
-            self.replicas[index].submit(req)
-
-    def _schedule(self, at_s: float, callback: Callable[[simpy.Event], None] | None = None) -> None:
-        """An URGENT event at `at_s` whose callback is `callback` (default: the next arrival)."""
-        event = simpy.Event(self.env)
-        event._ok, event._value = True, None
-        event.callbacks.append(callback or self._arrive)
-        self.env.schedule(event, URGENT, at_s - self.env.now)
+            schedule_urgent(self.env, self._arrival_s[0], self._arrive)
 
     def _arrive(self, _event: simpy.Event) -> None:
         """Submit the request this event is for and any due at the same time; schedule the next."""
         now, arrivals, rid = self.env.now, self._arrival_s, self._next
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
-        prompts, outputs = self._prompts, self._outputs
-        chosen, replicas, choose = self.recorder.replica, self.replicas, self.router.choose
-        held, too_long = self.held, self._too_long
+        prompts, outputs, submit = self._prompts, self._outputs, self.fleet.submit
+        too_long, rejected = self._too_long, self.fleet.recorder.rejected
         while True:
             if too_long is not None and too_long[rid]:
-                self.recorder.rejected(rid, "max_context")
+                rejected(rid, "max_context")
             else:
                 cls = classes[rid]
                 prefix = prefixes[rid] if prefixes else ()
                 req = Request(
                     rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
                 )
-                index = None if held else choose()  # nobody overtakes a held request
-                if index is None:
-                    held.append(req)
-                else:
-                    chosen[rid] = index
-                    replicas[index].submit(req)
+                submit(req)
             rid += 1
             if rid == len(arrivals) or arrivals[rid] > now:
                 break
         self._next = rid
         if rid < len(arrivals):
-            self._schedule(arrivals[rid])
+            schedule_urgent(self.env, arrivals[rid], self._arrive)
 
 
 def _buffer(values: np.ndarray, typecode: str) -> array:
@@ -306,29 +237,15 @@ def _run_env(
         bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
 
 
-def _check_something_is_measured(scenario: Scenario, workload: Workload) -> None:
-    """Refuse a warm-up that every arrival falls into: the run would report nothing."""
+def _warn_if_nothing_is_measured(scenario: Scenario, workload: Workload) -> None:
+    """Warn, before simulating, of a warm-up that every arrival falls into (a num_requests or
+    trace run; ``warmup_s >= duration_s`` is a scenario error): statistics would be empty."""
     warmup_s = scenario.sim.warmup_s
     if warmup_s > 0 and (not len(workload) or workload.arrival_s[-1] < warmup_s):
         last = f"the last at {workload.arrival_s[-1]:.6g} s" if len(workload) else "none"
-        raise UserError(
+        warnings.warn(
             f"{scenario.name}: sim.warmup_s = {warmup_s:g}: all {len(workload)} requests arrive "
-            f"before it ({last}), so nothing would be measured; lower sim.warmup_s"
+            f"before it ({last}), so no latency or throughput will be measured",
+            SimWarning,
+            stacklevel=3,
         )
-
-
-def _check_prompts_can_fit(scenario: Scenario, capacity_blocks: int) -> None:
-    """Refuse a class whose every prompt is longer than a replica's whole KV cache."""
-    block_size = scenario.batcher.block_size
-    for cls in scenario.workload.classes:
-        if cls.prompt_tokens is None:
-            continue
-        shortest, _ = length_bounds(cls.prompt_tokens, Path(scenario.base_dir), "prompt")
-        if shortest > capacity_blocks * block_size:
-            raise UserError(
-                f"{scenario.name}: workload.classes '{cls.name}': prompt_tokens of at least "
-                f"{shortest} tokens never fit the KV cache of a replica "
-                f"({capacity_blocks * block_size} tokens on fleet.tp = {scenario.fleet.tp} x "
-                f"'{scenario.fleet.gpu}'); shorten the prompts or add memory (tp, gpu, "
-                f"gpu_memory_utilization)"
-            )

@@ -6,7 +6,6 @@ The engine only appends flat typed values here; every statistic is computed by `
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,12 @@ class Recorder:
 
     The columns are ``array.array`` buffers: the event loop reads and writes single elements as
     plain Python ints and floats (cheaper than numpy scalars), and the tables view them without
-    copying. `on_leave`, when set, is called with the replica index each time a request leaves
-    its replica (completed or rejected); the router uses it to count outstanding requests.
+    copying. With `longest_context` (padded decode attention) the steps table has one more
+    column, ``decode_max_context``: the longest context a decoding sequence attends in the
+    interval's first iteration.
     """
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, longest_context: bool = False) -> None:
         n = len(workload)
         self.workload = workload
         self.replica = array("i", [-1]) * n
@@ -42,7 +42,6 @@ class Recorder:
         self.num_rejected = 0
         self.rejection_ids = array("q")
         self.rejection_reasons: list[str] = []
-        self.on_leave: Callable[[int], None] | None = None
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -55,14 +54,16 @@ class Recorder:
             "kv_blocks_used": array("q"),
         }
         self._appends = tuple(column.append for column in self._steps.values())
+        self._append_longest = None
+        if longest_context:
+            self._steps["decode_max_context"] = array("q")
+            self._append_longest = self._steps["decode_max_context"].append
 
     # --------------------------------------------------------------- engine side
     def completed(self, rid: int, finish_s: float) -> None:
         self.finish_s[rid] = finish_s
         self.status[rid] = COMPLETED
         self.num_completed += 1
-        if self.on_leave is not None:
-            self.on_leave(self.replica[rid])
 
     def rejected(self, rid: int, reason: str) -> None:
         """Request `rid` is refused for `reason` (a key of ``REJECTION_REASONS``), by its
@@ -71,8 +72,6 @@ class Recorder:
         self.num_rejected += 1
         self.rejection_ids.append(rid)
         self.rejection_reasons.append(reason)
-        if self.on_leave is not None and self.replica[rid] >= 0:
-            self.on_leave(self.replica[rid])
 
     def step(
         self,
@@ -85,11 +84,13 @@ class Recorder:
         decode_seqs: int,
         decode_context: int,
         kv_blocks_used: int,
+        decode_max_context: int = 0,
     ) -> None:
         """One executed interval: `iterations` identical iterations from start_s to end_s.
 
         decode_context: positions attended by the decoding sequences in the interval's first
-        iteration (each later iteration of the interval attends `decode_seqs` more).
+        iteration (each later iteration of the interval attends `decode_seqs` more);
+        decode_max_context: the longest of them (kept only with `longest_context`).
         """
         r, t0, t1, it, ps, pf, ds, dc, kv = self._appends
         r(replica)
@@ -101,6 +102,8 @@ class Recorder:
         ds(decode_seqs)
         dc(decode_context)
         kv(kv_blocks_used)
+        if self._append_longest is not None:
+            self._append_longest(decode_max_context)
 
     # --------------------------------------------------------------- tables
     def requests_table(self) -> pa.Table:

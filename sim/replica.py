@@ -15,6 +15,7 @@ boundary's decision.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 
 import numpy as np
 import simpy
@@ -26,7 +27,11 @@ from sim.request import Request
 
 
 class Replica:
-    """A replica's process, its batcher and its step-time model."""
+    """A replica's process, its batcher and its step-time model.
+
+    `departed` is called when a request leaves without being served (rejected); the batcher
+    calls the same hook for the requests it finishes.
+    """
 
     def __init__(
         self,
@@ -36,24 +41,22 @@ class Replica:
         perf: StepTimeModel,
         recorder: Recorder,
         compress: bool,
+        departed: Callable[[], None],
     ) -> None:
         self.env, self.index = env, index
         self.batcher, self.perf, self.recorder = batcher, perf, recorder
         self.compress = compress
+        self.departed = departed
         self._wake: simpy.Event | None = None
         self._interruptible = False
         self.process = env.process(self._run())
-
-    @property
-    def outstanding(self) -> int:
-        """Requests routed here and not yet finished."""
-        return self.batcher.outstanding
 
     def submit(self, req: Request) -> None:
         """Take a routed request: reject it, or queue it and wake or interrupt the process."""
         reason = self.batcher.rejection(req)
         if reason is not None:
             self.recorder.rejected(req.rid, reason)
+            self.departed()
             return
         self.batcher.enqueue(req)
         if self._wake is not None:
@@ -83,11 +86,12 @@ class Replica:
                 start,
                 env.now,
                 iterations,
-                step.prefill_seqs,
+                work.prefill_seqs,
                 work.prefill_tokens,
                 work.decode_seqs,
                 work.decode_context,
                 blocks,
+                work.decode_max_context,
             )
 
     def _sleep(self):
@@ -106,18 +110,22 @@ class Replica:
             compute_s = self.perf.step_s(work)
         else:
             compute_s = self.perf.decode_stretch_s(
-                work.decode_seqs, work.decode_context, 1, work.padded_seqs
+                work.decode_seqs, work.decode_context, 1, work.padded_seqs, work.decode_max_context
             )[0]
-        return compute_s + step.per_iteration_s + step.once_s
+        return compute_s + step.once_s
 
     def _run_stretch(self, step: Step):
         """Run up to `step.max_iterations` decode iterations as one event; returns how many ran."""
         env, work = self.env, step.work
         durations = self.perf.decode_stretch_s(
-            work.decode_seqs, work.decode_context, step.max_iterations, work.padded_seqs
+            work.decode_seqs,
+            work.decode_context,
+            step.max_iterations,
+            work.padded_seqs,
+            work.decode_max_context,
         )
         start = env.now
-        ends = _boundaries(start, durations, step.per_iteration_s, step.once_s)
+        ends = _boundaries(start, durations, step.once_s)
         self._interruptible = True
         try:
             yield env.timeout(ends[-1] - start)
@@ -130,18 +138,43 @@ class Replica:
         return done
 
 
-def _boundaries(start: float, durations, per_iteration_s: float, once_s: float):
+class ReplicaView:
+    """What a router may read of a replica: its place in the fleet and its load, nothing else.
+
+    index: the replica's fleet-wide number; pool: its pool's index; slots: most requests its
+    batcher runs at once; outstanding: requests routed to it and not yet gone.
+    """
+
+    __slots__ = ("index", "pool", "slots", "_batcher")
+
+    def __init__(self, replica: Replica, pool: int) -> None:
+        self.index, self.pool = replica.index, pool
+        self.slots = replica.batcher.slots
+        self._batcher = replica.batcher
+
+    @property
+    def outstanding(self) -> int:
+        """Requests inside the replica: waiting, running or swapped out."""
+        return self._batcher.outstanding
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not taken by an outstanding request (0 when the replica is full or over)."""
+        return max(0, self.slots - self._batcher.outstanding)
+
+
+def _boundaries(start: float, durations, once_s: float):
     """Times at which each iteration of a stretch ends, summed one by one as SimPy would.
 
-    Every iteration also takes `per_iteration_s`; the first takes `once_s` more.
+    The first iteration takes `once_s` more than its duration.
     """
     if isinstance(durations, np.ndarray):
-        steps = durations + per_iteration_s
+        steps = durations.copy()
         steps[0] += once_s
         return np.cumsum(np.concatenate(([start], steps)))[1:]
     ends, end = [], start
     for d in durations:
-        end += d + per_iteration_s + once_s
+        end += d + once_s
         once_s = 0.0
         ends.append(end)
     return ends

@@ -1,12 +1,16 @@
-"""Readers for request traces: the Azure LLM inference trace 2023 (CSV) and Mooncake (JSONL).
+"""Readers for request traces: plain CSV, the Azure LLM inference trace 2023 (CSV) and Mooncake
+(JSONL).
 
-Both give arrival times (seconds from the first request) and prompt/output token counts; a bad
-line is a :class:`UserError` naming the file and the line: a timestamp that is not a finite
-time, a token count that is not a whole number >= 1, or (Azure) a time-zone offset on some
-timestamps but not on others. Timestamps without an offset are read as UTC, with one as that
-time. A trace whose arrivals span an implausibly long time for its size (one gap of over an
-hour taking most of the span: a shifted or mistyped timestamp) is read with a SimWarning, since
-every simulated second of the span is billed.
+Each gives arrival times in seconds and prompt/output token counts; a bad line is a
+:class:`UserError` naming the file and the line: a time that is not finite, a token count that is
+not a whole number >= 1, or (Azure) a time-zone offset on some timestamps but not on others. A
+*plain* CSV has a header with the columns ``arrival_s,prompt_tokens,output_tokens`` (seconds from
+the start of the run, kept as they are; other columns, such as a measured requests file's
+``first_token_s``, are not read). Azure and Mooncake times are shifted so that the first request
+arrives at 0; Azure timestamps without an offset are read as UTC, with one as that time. A trace
+whose arrivals span an implausibly long time for its size (one gap of over an hour taking most of
+the span: a shifted or mistyped timestamp) is read with a SimWarning, since every simulated
+second of the span is billed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sim.errors import SimWarning, UserError
 IMPLAUSIBLE_GAP_S = 3600.0
 
 AZURE_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+PLAIN_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -70,22 +75,30 @@ def read_trace(path: Path, fmt: str | None = None) -> Trace:
 def _format_of(path: Path) -> str:
     suffix = Path(path).suffix
     if suffix == ".csv":
-        return "azure"
+        return "plain" if set(PLAIN_COLUMNS) <= set(_csv_header(path)) else "azure"
     if suffix in (".jsonl", ".json"):
         return "mooncake"
     raise UserError(f"{path}: cannot tell the trace format from '{suffix}'; set trace_format")
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such trace file") from None
 
 
 @cache
 def _read_cached(path: Path, fmt: str) -> Trace:
     if not path.exists():
         raise UserError(f"{path}: no such trace file")
-    rows = _read_azure(path) if fmt == "azure" else _read_mooncake(path)
+    rows = READERS[fmt](path)
     if not rows:
         raise UserError(f"{path}: the trace holds no requests")
     times = np.array([r[0] for r in rows], dtype=np.float64)
     order = np.argsort(times, kind="stable")
-    times = times[order] - times[order[0]]
+    times = times[order] - (0.0 if fmt == "plain" else times[order[0]])
     _warn_if_span_implausible(path, times)
     prompts = np.array([r[1] for r in rows], dtype=np.int64)[order]
     outputs = np.array([r[2] for r in rows], dtype=np.int64)[order]
@@ -102,17 +115,38 @@ def _warn_if_span_implausible(path: Path, times: np.ndarray) -> None:
         return
     gaps = np.diff(times)
     i = int(np.argmax(gaps))
-    span = float(times[-1])
+    span = float(times[-1] - times[0])
     if gaps[i] >= IMPLAUSIBLE_GAP_S and gaps[i] > span / 2:
         warnings.warn(
             f"{path}: its {len(times)} requests span {span / 3600:.4g} hours, "
             f"{gaps[i] / 3600:.4g} of them one gap between two consecutive arrivals (at "
-            f"{times[i]:.6g} s and {times[i + 1]:.6g} s from the first); check the timestamps "
-            "(a time-zone offset, a date far in the past): every second of the span is "
-            "simulated and its GPU-hours billed",
+            f"{times[i]:.6g} s and {times[i + 1]:.6g} s); check the timestamps (a time-zone "
+            "offset, a date far in the past): every second of the span is simulated and its "
+            "GPU-hours billed",
             SimWarning,
             stacklevel=2,
         )
+
+
+def _read_plain(path: Path) -> list[tuple]:
+    rows: list[tuple] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.DictReader(f), start=2):
+            rows.append(_plain_row(path, lineno, row))
+    return rows
+
+
+def _plain_row(path: Path, lineno: int, row: dict[str, str]) -> tuple:
+    try:
+        arrival_s = float(row["arrival_s"])
+        if not 0.0 <= arrival_s < float("inf"):
+            raise ValueError(f"arrival_s {arrival_s} is not a time >= 0")
+        return arrival_s, _token_count(row["prompt_tokens"]), _token_count(row["output_tokens"])
+    except (ValueError, TypeError) as exc:
+        raise UserError(
+            f"{path}:{lineno}: malformed line: expected arrival_s (seconds >= 0), "
+            f"prompt_tokens >= 1 and output_tokens >= 1 ({exc})"
+        ) from None
 
 
 def _read_azure(path: Path) -> list[tuple]:
@@ -122,7 +156,10 @@ def _read_azure(path: Path) -> list[tuple]:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != AZURE_HEADER:
-            raise UserError(f"{path}:1: expected header {','.join(AZURE_HEADER)}, got {header}")
+            raise UserError(
+                f"{path}:1: expected header {','.join(AZURE_HEADER)} (Azure) or one with the "
+                f"columns {','.join(PLAIN_COLUMNS)} (plain), got {header}"
+            )
         for lineno, row in enumerate(reader, start=2):
             t, prompt, output, has_offset = _azure_row(path, lineno, row)
             if first_has_offset is None:
@@ -187,3 +224,6 @@ def _token_count(value: object) -> int:
     if number < 1:
         raise ValueError(f"token count {value!r} < 1")
     return int(number)
+
+
+READERS = {"plain": _read_plain, "azure": _read_azure, "mooncake": _read_mooncake}

@@ -8,10 +8,12 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from analysis.economics import GPU_PRICE_DEFAULTS, economics, gpu_price
+from analysis.economics import economics
 from analysis.rundata import RunData
 from analysis.summary import summarize
 from sim.errors import UserError
+from sim.prices import GPU_PRICE_DEFAULTS
+from sim.resolve import resolve
 from sim.scenario import scenario_from_dict
 from tests.conftest import BASE, scenario, simulate
 
@@ -31,7 +33,8 @@ def hand_run(
     requests: list[dict], steps: list[tuple], simulated_s: float, *overrides: str
 ) -> RunData:
     """A RunData built from literal trace rows and the base test scenario with overrides."""
-    s = scenario(*overrides)
+    spec = resolve(scenario(*overrides))
+    pool = dataclasses.replace(spec.pools[0], kv_capacity_blocks=1000)
     req = pd.DataFrame(requests)
     req.insert(0, "request_id", range(len(req)))
     step_table = pd.DataFrame(steps, columns=list(STEP_COLUMNS))
@@ -39,13 +42,7 @@ def hand_run(
     return RunData(
         requests=req,
         steps=step_table,
-        scenario=s,
-        resolved={
-            "accelerator": s.accelerator().model_dump(mode="json"),
-            "model_shape": s.model_shape().model_dump(mode="json"),
-            "kv_capacity_blocks": 1000,
-            "gpus_per_replica": s.fleet.tp,
-        },
+        spec=dataclasses.replace(spec, pools=(pool,)),
         run={"seed": 0, "simulated_s": simulated_s, "wall_s": 0.0, "events": 0},
     )
 
@@ -159,7 +156,7 @@ def base_run() -> RunData:
 
 def repriced(data: RunData, *overrides: str) -> RunData:
     """The same traces under a scenario with other prices (economics needs no re-simulation)."""
-    return dataclasses.replace(data, scenario=scenario(*overrides))
+    return dataclasses.replace(data, spec=resolve(scenario(*overrides)))
 
 
 def test_a_higher_token_price_raises_the_margin(base_run):
@@ -184,9 +181,9 @@ def _without_gpu_price(*overrides: str):
 
 
 def test_reserved_pricing_beats_on_demand_at_equal_traffic(base_run):
-    on_demand = dataclasses.replace(base_run, scenario=_without_gpu_price())
+    on_demand = dataclasses.replace(base_run, spec=resolve(_without_gpu_price()))
     reserved = dataclasses.replace(
-        base_run, scenario=_without_gpu_price("economics.pricing=reserved")
+        base_run, spec=resolve(_without_gpu_price("economics.pricing=reserved"))
     )
     a, b = economics(on_demand), economics(reserved)
     assert a["gpu_usd_per_hour"] == GPU_PRICE_DEFAULTS[("h100", "on_demand")].usd_per_gpu_hour
@@ -216,7 +213,7 @@ def test_owned_gpus_cost_their_purchase_price_spread_over_the_amortisation_years
         "economics.purchase_usd_per_gpu=35040",
         "economics.amortization_years=4",
     )
-    assert gpu_price(s).usd_per_gpu_hour == pytest.approx(35040 / (4 * 8760))
+    assert resolve(s).pools[0].price.usd_per_gpu_hour == pytest.approx(35040 / (4 * 8760))
 
 
 def test_every_default_price_names_its_row_in_the_price_catalogue():
@@ -248,4 +245,4 @@ def test_bad_economics_sections_are_named_errors(overrides, message):
 def test_a_gpu_without_a_default_price_asks_for_one():
     s = _without_gpu_price("fleet.gpu=mi300x", "economics.pricing=reserved")
     with pytest.raises(UserError, match="give economics.gpu_usd_per_hour"):
-        gpu_price(s)
+        resolve(s)

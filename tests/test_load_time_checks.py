@@ -16,6 +16,7 @@ from sim.catalog import builtin_models
 from sim.cli import main
 from sim.errors import SimWarning, UserError
 from sim.memory import kv_bytes_per_token
+from sim.resolve import resolve
 from sim.scenario import scenario_from_dict
 from sim.traces import read_trace
 from tests.conftest import BASE, ROOT, scenario
@@ -59,12 +60,12 @@ def test_warmup_as_long_as_the_arrival_window_is_refused():
         scenario("sim.warmup_s=60")
 
 
-def test_warmup_after_the_last_of_num_requests_arrivals_is_refused_before_simulating():
+def test_warmup_after_the_last_of_num_requests_arrivals_is_warned_about():
     from sim.engine import run
 
     data = copy.deepcopy(BASE)
     data["sim"] = {"seed": 1, "num_requests": 20, "warmup_s": 500.0}
-    with pytest.raises(UserError, match=r"sim.warmup_s = 500: all 20 requests arrive before it"):
+    with pytest.warns(SimWarning, match=r"sim.warmup_s = 500: all 20 requests arrive before it"):
         run(scenario_from_dict(data))
 
 
@@ -93,9 +94,12 @@ def test_tp_a_multiple_of_the_kv_heads_replicates_them_and_stores_each_copy():
     data = copy.deepcopy(BASE)
     data["models"] = {"gqa4": {**_shape(), "kv_heads": 4}}
     data["model"] = {"name": "gqa4"}
-    replicated = scenario_from_dict(data, overrides=["fleet.tp=8"])
-    split = scenario_from_dict(data, overrides=["fleet.tp=4"])
-    assert kv_bytes_per_token(replicated) == 2 * kv_bytes_per_token(split)
+    replicated = resolve(scenario_from_dict(data, overrides=["fleet.tp=8"])).pools[0]
+    split = resolve(scenario_from_dict(data, overrides=["fleet.tp=4"])).pools[0]
+    shape = replicated.model_shape
+    assert kv_bytes_per_token(shape, "bf16", 8) == 2 * kv_bytes_per_token(shape, "bf16", 4)
+    # twice the GPUs, each holding the same KV bytes per token: the same tokens per GPU
+    assert replicated.kv_capacity_blocks < 2 * split.kv_capacity_blocks
 
 
 def test_tp_beyond_one_nvlink_node_is_refused_naming_the_node_size():

@@ -59,10 +59,11 @@ def test_flops_and_bytes_of_a_compressed_stretch_match_the_roofline_counts_itera
     # 8 sequences, 5 decode iterations; first attends 4000 positions, each next one 8 more
     stretch = [(0, 0.0, 1.0, 5, 0, 8, 4000, 10), (0, 1.0, 1.5, 1, 700, 3, 900, 12)]
     rows = [request(0.0, 0.0, 0.1, 1.5, prompt=700, output=9)]
-    data = hand_run(rows, stretch, 2.0, "fleet.replicas=1", "model.name=mixtral-8x7b")
+    mixtral = ("fleet.replicas=1", "fleet.gpu=h200", "model.name=mixtral-8x7b")  # 93 GB fits
+    data = hand_run(rows, stretch, 2.0, *mixtral)
     work = step_work(data)
-    s = data.scenario
-    roofline = Roofline(s.model_shape(), s.accelerator(), 1, RooflineConfig(), "bf16", "bf16")
+    pool = data.spec.pools[0]
+    roofline = Roofline(pool.model_shape, pool.accelerator, 1, RooflineConfig(), "bf16", "bf16")
     iterations = [StepWork(decode_seqs=8, decode_context=4000 + 8 * i) for i in range(5)]
     counts = [roofline.counts(w) for w in iterations]
     flops = sum(c.matmul_flops + c.attention_flops for c in counts)

@@ -11,27 +11,28 @@ Policies, chosen by ``[batcher] kind``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
-from sim.scenario import ContinuousBatcherConfig, DynamicBatcherConfig, StaticBatcherConfig
+
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
 
 
 @dataclass(slots=True)
 class Step:
     """The next iteration and how many identical iterations may follow in a row.
 
-    per_iteration_s: host time added to every iteration (CPU overhead); once_s: time added to
-    the first iteration only (KV swap transfers); prefill_seqs: sequences with a prompt chunk.
+    once_s: time added to the first iteration only (KV swap transfers). Host (CPU) time is part
+    of the step-time model (:class:`~sim.perf.PerfParams`).
     """
 
     work: StepWork
     max_iterations: int = 1
-    prefill_seqs: int = 0
-    per_iteration_s: float = 0.0
     once_s: float = 0.0
 
 
@@ -70,24 +71,23 @@ class Batcher(Protocol):
         ...
 
 
-def cpu_overhead_s(cfg: ContinuousBatcherConfig | StaticBatcherConfig, seqs: int) -> float:
-    """Host time of one iteration of `seqs` sequences."""
-    return cfg.cpu_overhead_s + cfg.cpu_overhead_per_seq_s * seqs
+# the batcher classes by ``[batcher] kind``: imported last, as they import Step from here
+from sim.batching.continuous import ContinuousBatcher  # noqa: E402
+from sim.batching.run_to_completion import RunToCompletionBatcher  # noqa: E402
+
+BATCHERS: dict[str, type[ContinuousBatcher] | type[RunToCompletionBatcher]] = {
+    "continuous": ContinuousBatcher,
+    "static": RunToCompletionBatcher,
+    "dynamic": RunToCompletionBatcher,
+}
 
 
 def make_batcher(
-    cfg: ContinuousBatcherConfig | StaticBatcherConfig | DynamicBatcherConfig,
-    capacity_blocks: int,
-    recorder: Recorder,
-    swap_s_per_block: float,
-    prefix_block_tokens: int,
+    pool: PoolSpec, recorder: Recorder, departed: Callable[[], None], prefix_block_tokens: int
 ) -> Batcher:
-    """The batcher of the scenario's ``[batcher] kind`` for one replica."""
-    from sim.batching.continuous import ContinuousBatcher
-    from sim.batching.run_to_completion import RunToCompletionBatcher
+    """The batcher of ``[batcher] kind`` for one replica of `pool`.
 
-    if isinstance(cfg, ContinuousBatcherConfig):
-        return ContinuousBatcher(
-            cfg, capacity_blocks, recorder, swap_s_per_block, prefix_block_tokens
-        )
-    return RunToCompletionBatcher(cfg, capacity_blocks, recorder)
+    `departed` is called each time a request finishes; `prefix_block_tokens` is the block size
+    of the workload's prefix hashes.
+    """
+    return BATCHERS[pool.batcher.kind].for_pool(pool, recorder, departed, prefix_block_tokens)

@@ -16,8 +16,10 @@ preempted, or while swapped-out requests wait to come back, as in vLLM.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sim.batching import Step, cpu_overhead_s
+from sim.batching import Step
 from sim.batching.decoding import DecodeSet
 from sim.batching.prefix_cache import PrefixCache
 from sim.batching.waiting import WaitingQueue
@@ -25,6 +27,9 @@ from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
 from sim.scenario import ContinuousBatcherConfig
+
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
 
 # vLLM (v0 model runner) captures decode CUDA graphs for these batch sizes and pads a decode
 # batch up to the next one; larger batches run without a graph (vllm/worker/model_runner.py,
@@ -40,23 +45,30 @@ def cuda_graph_rows(seqs: int) -> int:
 
 
 class ContinuousBatcher:
-    """Iteration-level scheduling over `capacity_blocks` KV-cache blocks."""
+    """Iteration-level scheduling over `capacity_blocks` KV-cache blocks.
+
+    `departed` is called each time a request finishes (the fleet's departure hook).
+    """
 
     def __init__(
         self,
         cfg: ContinuousBatcherConfig,
         capacity_blocks: int,
         recorder: Recorder,
+        departed: Callable[[], None],
         swap_s_per_block: float,
         prefix_block_tokens: int,
+        longest_context: bool = False,
     ) -> None:
         self.cfg = cfg
         self.capacity_blocks = capacity_blocks
         self.recorder = recorder
+        self.departed = departed
         self.swap_s_per_block = swap_s_per_block
         self.waiting = WaitingQueue(cfg.order)
         self.swapped: deque[Request] = deque()
-        self.decodes = DecodeSet(cfg.block_size)
+        self.decodes = DecodeSet(cfg.block_size, longest_context)
+        self.longest_context = longest_context
         self.prefilling: list[Request] = []  # admitted; prompt not yet all in the KV cache
         self.used_blocks = 0
         self.cache = (
@@ -65,6 +77,26 @@ class ContinuousBatcher:
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
         self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
         self.slots = cfg.max_num_seqs
+
+    @classmethod
+    def for_pool(
+        cls,
+        pool: PoolSpec,
+        recorder: Recorder,
+        departed: Callable[[], None],
+        prefix_block_tokens: int,
+    ) -> ContinuousBatcher:
+        """The batcher of one replica of `pool`; the prefix cache keys blocks of
+        `prefix_block_tokens` tokens (the workload's)."""
+        return cls(
+            pool.batcher,
+            pool.kv_capacity_blocks,
+            recorder,
+            departed,
+            pool.swap_s_per_block,
+            prefix_block_tokens,
+            pool.pads_decode_attention,
+        )
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:
@@ -99,6 +131,8 @@ class ContinuousBatcher:
                 once_s, changed = self._swap_in()
             decodes = self.decodes
             work = StepWork(decode_seqs=len(decodes), decode_context=decodes.context_sum())
+            if self.longest_context and decodes:
+                work.decode_max_context = decodes.max_context()
             admit = not self.swapped and (not changed or not self.decodes)
             if self.cfg.mix_prefill_decode and admit and (self.waiting or self.prefilling):
                 free = self.capacity_blocks - self.used_blocks - self.decodes.new_blocks(1)
@@ -107,10 +141,9 @@ class ContinuousBatcher:
             if work.decode_seqs or self._chunks or not self.prefilling:
                 break
             once_s += self._preempt_prefilling()  # a stuck chunked prompt gives way
-        seqs = work.decode_seqs + len(self._chunks)
-        if seqs == 0:
+        if work.decode_seqs + len(self._chunks) == 0:
             return None
-        step = Step(work, 1, len(self._chunks), cpu_overhead_s(self.cfg, seqs), once_s)
+        step = Step(work, 1, once_s)
         if not self._chunks and self.cfg.cuda_graph_padding:
             work.padded_seqs = cuda_graph_rows(work.decode_seqs) - work.decode_seqs
         if not self._chunks and not changed:
@@ -130,8 +163,7 @@ class ContinuousBatcher:
         )
         if not self._chunks:
             return None
-        n = len(self._chunks)
-        return Step(work, 1, n, cpu_overhead_s(self.cfg, n))
+        return Step(work)
 
     def _make_room_for_decodes(self) -> tuple[float, bool]:
         """Preempt the newest decoding requests until the next decode's new blocks fit.
@@ -273,3 +305,4 @@ class ContinuousBatcher:
         self.outstanding -= 1
         self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
+        self.departed()
