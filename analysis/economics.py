@@ -8,11 +8,14 @@ the whole run (warm-up included). docs/economics.md defines every key of the ret
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
 from analysis.utilization import busy_s_per_replica
+from sim.runspec import PoolSpec
 from sim.scenario import EconomicsConfig, RequestClass, Scenario
 
 SECONDS_PER_HOUR = 3600.0
@@ -21,23 +24,55 @@ CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix c
 TRACE_CLASS = "trace"  # class name of replayed requests when the scenario defines no classes
 
 
-def gpu_hours(data: RunData) -> float:
-    """Provisioned GPU time: every GPU of every replica for the whole run, busy or not."""
-    return sum(p.gpus for p in data.spec.pools) * data.simulated_s / SECONDS_PER_HOUR
+def gpu_hours(data: RunData, pool: PoolSpec) -> float:
+    """Provisioned GPU time of a pool: every GPU of every replica for the whole run."""
+    return pool.gpus * data.simulated_s / SECONDS_PER_HOUR
 
 
-def energy_kwh(data: RunData) -> float:
-    """Facility energy of the fleet's GPUs over the run (kWh, PUE included); 0 without [energy]."""
+def energy_kwh(data: RunData, pool: PoolSpec) -> float:
+    """Facility energy of a pool's GPUs over the run (kWh, PUE included); 0 without [energy]."""
     eco = data.scenario.economics
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    pool = data.spec.pools[0]
-    busy_s = busy_s_per_replica(data)
+    busy_s = busy_s_per_replica(data)[pool.first_replica : pool.first_replica + pool.replicas]
     idle_s = data.simulated_s - busy_s
     watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
     watt_s *= pool.accelerator.tdp_w
     return float(watt_s * pool.tp * e.pue / JOULES_PER_KWH)
+
+
+@dataclass(frozen=True)
+class PoolCost:
+    """What one pool's GPUs cost over the whole run (USD), by kind."""
+
+    gpu_hours: float
+    gpu_cost_usd: float
+    overhead_cost_usd: float
+    energy_kwh: float
+    energy_cost_usd: float
+
+    @property
+    def cost_usd(self) -> float:
+        return self.gpu_cost_usd + self.overhead_cost_usd + self.energy_cost_usd
+
+
+def pool_costs(data: RunData) -> dict[str, PoolCost]:
+    """The cost of each pool, by pool name (pool order); needs [economics]."""
+    eco = data.scenario.economics
+    assert eco is not None
+    out = {}
+    for pool in data.spec.pools:
+        assert pool.price is not None  # resolved with [economics]
+        hours, kwh = gpu_hours(data, pool), energy_kwh(data, pool)
+        out[pool.name] = PoolCost(
+            hours,
+            hours * pool.price.usd_per_gpu_hour,
+            hours * eco.overhead_usd_per_gpu_hour,
+            kwh,
+            kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0),
+        )
+    return out
 
 
 def _first_given(*values: float | None) -> float:
@@ -137,18 +172,19 @@ def _ratio(num: float, den: float) -> float | None:
 def economics(data: RunData) -> dict:
     """The economics block of summary.json (USD; keys documented in docs/economics.md).
 
-    Without an [economics] section only gpu_hours is known; every other key is None.
+    Without an [economics] section only gpu_hours is known; every other key is None. The
+    fleet's costs are the sums of its pools' (:func:`pool_costs`).
     """
-    hours = gpu_hours(data)
+    pools = data.spec.pools
+    hours = sum(gpu_hours(data, p) for p in pools)
     eco = data.scenario.economics
     if eco is None:
         return {"gpu_hours": hours, **dict.fromkeys(_MONEY_KEYS), "classes": {}}
-    price = data.spec.pools[0].price
-    assert price is not None  # resolved with [economics]
-    kwh = energy_kwh(data)
-    gpu_cost = hours * price.usd_per_gpu_hour
-    overhead = hours * eco.overhead_usd_per_gpu_hour
-    energy_cost = kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0)
+    costs = pool_costs(data).values()
+    gpu_cost = sum(c.gpu_cost_usd for c in costs)
+    overhead = sum(c.overhead_cost_usd for c in costs)
+    kwh = sum(c.energy_kwh for c in costs)
+    energy_cost = sum(c.energy_cost_usd for c in costs)
     cost = gpu_cost + overhead + energy_cost
 
     req = request_revenue(data)
@@ -167,8 +203,8 @@ def economics(data: RunData) -> dict:
         "margin": _ratio(profit, revenue),
         "cost_per_million_output_tokens_usd": _ratio(cost * 1e6, output_tokens),
         "pricing": eco.pricing,
-        "gpu_usd_per_hour": price.usd_per_gpu_hour,
-        "gpu_price_source": price.source,
+        "gpu_usd_per_hour": _mean_price(pools, gpu_cost, hours),
+        "gpu_price_source": _price_source(pools),
         "gpu_cost_usd": gpu_cost,
         "overhead_cost_usd": overhead,
         "energy_kwh": kwh,
@@ -185,6 +221,50 @@ def economics(data: RunData) -> dict:
         "break_even_usd_per_million_output_tokens": _ratio(cost - net_input, kept_output_millions),
         "classes": _per_class(req),
     }
+
+
+def _mean_price(pools: tuple[PoolSpec, ...], gpu_cost: float, hours: float) -> float | None:
+    """One pool's GPU price; for several, their GPU-hour weighted mean."""
+    if len(pools) == 1:
+        assert pools[0].price is not None
+        return pools[0].price.usd_per_gpu_hour
+    return _ratio(gpu_cost, hours)
+
+
+def _price_source(pools: tuple[PoolSpec, ...]) -> str:
+    """Where the GPU prices come from (each pool's, named, when there are several)."""
+    sources = [p.price.source for p in pools if p.price is not None]
+    if len(pools) == 1:
+        return sources[0]
+    return "; ".join(f"{p.name}: {source}" for p, source in zip(pools, sources, strict=True))
+
+
+def pool_economics(data: RunData) -> dict[str, dict[str, float | None]]:
+    """Per pool name: gpu_hours, cost_usd, revenue_usd (its completed requests) and margin.
+
+    The pools' costs add up to the fleet's cost, their revenues to its revenue. Without
+    [economics] only gpu_hours is known.
+    """
+    if data.scenario.economics is None:
+        return {
+            p.name: {"gpu_hours": gpu_hours(data, p), **dict.fromkeys(_POOL_MONEY_KEYS)}
+            for p in data.spec.pools
+        }
+    req = request_revenue(data)
+    revenue = req["net_usd"].groupby(data.request_pools().loc[req.index]).sum()
+    out = {}
+    for name, cost in pool_costs(data).items():
+        earned = float(revenue.get(name, 0.0))
+        out[name] = {
+            "gpu_hours": cost.gpu_hours,
+            "cost_usd": cost.cost_usd,
+            "revenue_usd": earned,
+            "margin": _ratio(earned - cost.cost_usd, earned),
+        }
+    return out
+
+
+_POOL_MONEY_KEYS = ("cost_usd", "revenue_usd", "margin")
 
 
 def _per_class(req: pd.DataFrame) -> dict[str, dict]:

@@ -68,10 +68,14 @@ def rejected_by_reason(requests: pd.DataFrame, rejections: pd.DataFrame) -> dict
     return counts
 
 
-def throughput(data: RunData) -> dict[str, float]:
-    """Completed measured requests and their tokens per second of the measured window."""
+def throughput(data: RunData, measured: pd.DataFrame | None = None) -> dict[str, float]:
+    """Completed measured requests and their tokens per second of the measured window.
+
+    measured: a subset of the measured requests (one pool's, ...); default all of them.
+    """
     window = data.simulated_s - data.scenario.sim.warmup_s
-    done = data.measured[data.measured["status"] == "completed"]
+    measured = data.measured if measured is None else measured
+    done = measured[measured["status"] == "completed"]
     if window <= 0:
         return {"requests_per_s": 0.0, "input_tokens_per_s": 0.0, "output_tokens_per_s": 0.0}
     return {
@@ -96,13 +100,13 @@ def batching(data: RunData) -> dict[str, float | int | None]:
     mean_batch_size: sequences per iteration (decoding plus those with a prompt chunk);
     mean_tokens_per_iteration: decode tokens plus prompt tokens per iteration;
     prefix_cache_hit_rate: prompt tokens served from the prefix cache at admission over all
-    prompt tokens of the measured admitted requests (None when prefix caching is off).
+    prompt tokens of the measured admitted requests (None when no pool caches prefixes).
     """
     steps = data.steps
     iterations = steps["iterations"].sum()
     measured = data.measured
     admitted = measured[measured["first_scheduled_s"].notna()]
-    caching = getattr(data.scenario.batcher, "prefix_caching", False)
+    caching = any(getattr(p.batcher, "prefix_caching", False) for p in data.spec.pools)
     prompt_tokens = admitted["prompt_tokens"].sum()
     return {
         "mean_batch_size": float(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.economics import economics
+import pandas as pd
+
+from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
     distribution,
@@ -15,7 +17,7 @@ from analysis.metrics import (
     throughput,
 )
 from analysis.rundata import RunData, load_run
-from analysis.utilization import fleet_utilization
+from analysis.utilization import fleet_utilization, pool_utilization
 
 
 def summarize(data: RunData) -> dict:
@@ -27,17 +29,46 @@ def summarize(data: RunData) -> dict:
         "simulated_s": data.simulated_s,
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
-        "requests": {
-            **request_counts(measured),
-            "rejected_by_reason": rejected_by_reason(measured, data.rejections),
-        },
+        "requests": requests_block(data, measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
         "utilization": fleet_utilization(data),
         "batching": batching(data),
         "economics": economics(data),
         "classes": per_class(data),
+        "pools": per_pool(data),
     }
+
+
+def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
+    """Counts of `requests` (some of the run's measured ones) and of their rejections by
+    reason."""
+    return {
+        **request_counts(requests),
+        "rejected_by_reason": rejected_by_reason(requests, data.rejections),
+    }
+
+
+def per_pool(data: RunData) -> dict[str, dict]:
+    """Per pool: what it is, its measured requests and throughput, its replicas' utilization,
+    and its cost, revenue and margin over the whole run (pools' costs add up to the fleet's)."""
+    measured = data.measured
+    pools = data.request_pools().loc[measured.index]
+    utilization, money = pool_utilization(data), pool_economics(data)
+    out = {}
+    for pool in data.spec.pools:
+        mine = measured[pools == pool.name]
+        out[pool.name] = {
+            "gpu": pool.gpu,
+            "tp": pool.tp,
+            "replicas": pool.replicas,
+            "model": pool.model,
+            "requests": requests_block(data, mine),
+            "throughput": throughput(data, mine),
+            "utilization": utilization[pool.name],
+            **money[pool.name],
+        }
+    return out
 
 
 def per_class(data: RunData) -> dict[str, dict]:
@@ -45,7 +76,7 @@ def per_class(data: RunData) -> dict[str, dict]:
     measured = data.measured
     return {
         str(name): {
-            "requests": request_counts(group),
+            "requests": requests_block(data, group),
             "latency_s": {k: distribution(v) for k, v in latencies(group).items()},
         }
         for name, group in measured.groupby("class", sort=True)

@@ -70,9 +70,20 @@ class ShapeCounts:
 
 
 def step_work(data: RunData) -> pd.DataFrame:
-    """The steps trace with the FLOPs and bytes of each interval (all its iterations)."""
+    """The steps trace with the FLOPs and bytes of each interval (all its iterations), each
+    counted with its replica's pool's model and dtypes."""
     s = data.steps
-    c = ShapeCounts.of(data.spec.pools[0])
+    flops = np.zeros(len(s))
+    moved = np.zeros(len(s))
+    replica = s["replica"].to_numpy()
+    for pool in data.spec.pools:
+        mine = (replica >= pool.first_replica) & (replica < pool.first_replica + pool.replicas)
+        flops[mine], moved[mine] = _interval_work(s[mine], ShapeCounts.of(pool))
+    return s.assign(flops=flops, bytes=moved)
+
+
+def _interval_work(s: pd.DataFrame, c: ShapeCounts) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of each interval of `s`, all on replicas of one shape."""
     k = s["iterations"].to_numpy(np.float64)
     d = s["decode_seqs"].to_numpy(np.float64)
     tokens_per_iteration = s["prefill_tokens"].to_numpy(np.float64) + d
@@ -85,7 +96,7 @@ def step_work(data: RunData) -> pd.DataFrame:
     )
     weights = c.dense_weight_bytes + c.experts_touched(tokens_per_iteration) * c.expert_bytes
     kv = (positions + k * tokens_per_iteration) * c.kv_bytes_per_token
-    return s.assign(flops=flops, bytes=k * weights + kv)
+    return flops, k * weights + kv
 
 
 def integrate_windows(
@@ -138,16 +149,17 @@ def default_window_s(simulated_s: float, windows: int = 100) -> float:
 
 
 def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFrame:
-    """Per replica and window: busy_fraction, mfu, mbu, kv_occupancy, queue_length,
-    running_requests (time averages) and decode_batch (mean over busy time; NaN when idle)."""
+    """Per replica (and its pool's name) and window: busy_fraction, mfu, mbu, kv_occupancy,
+    queue_length, running_requests (time averages) and decode_batch (mean over busy time; NaN
+    when idle)."""
     window_s = window_s or default_window_s(data.simulated_s)
     edges = window_edges(data.simulated_s, window_s)
     length = np.diff(edges)
-    counts = ShapeCounts.of(data.spec.pools[0])
+    counts = {p.index: ShapeCounts.of(p) for p in data.spec.pools}
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica in range(data.spec.num_replicas):
+    for replica, pool in enumerate(data.spec.replica_pools()):
         w = work[work["replica"] == replica]
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
@@ -170,12 +182,13 @@ def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFra
             pd.DataFrame(
                 {
                     "replica": replica,
+                    "pool": pool.name,
                     "window_start_s": edges[:-1],
                     "window_end_s": edges[1:],
                     "busy_fraction": area["busy"] / length,
-                    "mfu": area["flops"] / (length * counts.peak_flops),
-                    "mbu": area["bytes"] / (length * counts.peak_bytes_per_s),
-                    "kv_occupancy": area["kv"] / (length * data.kv_capacity_blocks),
+                    "mfu": area["flops"] / (length * counts[pool.index].peak_flops),
+                    "mbu": area["bytes"] / (length * counts[pool.index].peak_bytes_per_s),
+                    "kv_occupancy": area["kv"] / (length * pool.kv_capacity_blocks),
                     "queue_length": area["queue_length"] / length,
                     "running_requests": area["running_requests"] / length,
                     "decode_batch": batch,
@@ -225,7 +238,17 @@ def replica_totals(data: RunData) -> pd.DataFrame:
 
 def fleet_utilization(data: RunData) -> dict[str, float | None]:
     """The utilization block of summary.json: fleet means over the whole run."""
+    return _utilization(replica_totals(data))
+
+
+def pool_utilization(data: RunData) -> dict[str, dict[str, float | None]]:
+    """The utilization block of each pool (means over its replicas), by pool name."""
     totals = replica_totals(data)
+    return {p.name: _utilization(totals[totals["pool"] == p.name]) for p in data.spec.pools}
+
+
+def _utilization(totals: pd.DataFrame) -> dict[str, float | None]:
+    """Means over the replicas of `totals` (sums for queue and running counts)."""
     busy = float(totals["busy_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["busy_s"]).sum()
     return {

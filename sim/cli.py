@@ -155,7 +155,22 @@ def format_summary(s: dict) -> str:
             f"economics  {eco['gpu_hours']:.2f} GPU-h, cost ${eco['cost_usd']:.2f}, revenue "
             f"${eco['revenue_usd']:.2f}, margin {margin}, {per_m_text} per 1M output tokens"
         )
+    if len(s["pools"]) > 1:
+        lines += [_pool_line(name, p) for name, p in s["pools"].items()]
     return "\n".join(lines)
+
+
+def _pool_line(name: str, p: dict) -> str:
+    """One pool of a summary: what it is, its load, utilization and money."""
+    money = ""
+    if p["cost_usd"] is not None:
+        margin = "-" if p["margin"] is None else f"{p['margin']:.1%}"
+        money = f", cost ${p['cost_usd']:.2f}, revenue ${p['revenue_usd']:.2f}, margin {margin}"
+    return (
+        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}): "
+        f"{p['requests']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
+        f"GPU busy {p['utilization']['gpu_busy_fraction']:.1%}{money}"
+    )
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:

@@ -109,10 +109,11 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     _warn_if_nothing_is_measured(spec.scenario, workload)
 
     env = simpy.Environment()
-    recorder = Recorder(workload, longest_context=spec.pads_decode_attention)
+    pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
+    recorder = Recorder(workload, pool_names, longest_context=spec.pads_decode_attention)
     perf_seeds = streams["perf"].spawn(spec.num_replicas)
-    fleet = Fleet(env, spec, recorder, perf_seeds, workload.prefix_block_tokens)
-    ArrivalFeed(env, workload, fleet, over_context(workload, spec)).start()
+    fleet = Fleet(env, spec, recorder, perf_seeds, streams["router"], workload.prefix_block_tokens)
+    ArrivalFeed(env, workload, fleet, recorder, over_context(workload, spec)).start()
     horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
@@ -134,12 +135,12 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
 
 def over_context(workload: Workload, spec: RunSpec) -> np.ndarray | None:
     """Which requests the server refuses at once because prompt + output tokens exceed the
-    context of a pool's model (vLLM's OpenAI server refuses prompt + max_tokens >
+    context of their class's model (vLLM's OpenAI server refuses prompt + max_tokens >
     max_model_len); None when none does."""
-    limits = [p.model_shape.max_context for p in spec.pools if p.model_shape.max_context]
-    if not limits:
-        return None
-    too_long = workload.prompt_tokens + workload.output_tokens > min(limits)
+    shapes = {p.model: p.model_shape for p in spec.pools}
+    unlimited = np.iinfo(np.int64).max
+    limits = np.array([shapes[m].max_context or unlimited for m in spec.class_models])
+    too_long = workload.prompt_tokens + workload.output_tokens > limits[workload.class_index]
     return too_long if too_long.any() else None
 
 
@@ -155,10 +156,9 @@ class ArrivalFeed:
 
     One URGENT event per distinct arrival time (processed before iteration boundaries at the
     same time); its callback submits the request(s) arriving then and schedules the next.
-    A chain of callbacks rather than a SimPy process: it skips the generator resumption.
 
-    A request longer than the model's context (`too_long`) is rejected on arrival, before the
-    fleet sees it (replica -1), as vLLM's OpenAI server refuses it.
+    A request longer than its model's context (`too_long`) is recorded as rejected on arrival,
+    before the fleet sees it (replica -1), as vLLM's OpenAI server refuses it.
     """
 
     def __init__(
@@ -166,9 +166,10 @@ class ArrivalFeed:
         env: simpy.Environment,
         workload: Workload,
         fleet: Fleet,
+        recorder: Recorder,
         too_long: np.ndarray | None = None,
     ) -> None:
-        self.env, self.fleet, self._too_long = env, fleet, too_long
+        self.env, self.fleet, self.recorder, self._too_long = env, fleet, recorder, too_long
         # array buffers rather than lists: a million Python numbers would cost ~100 MB
         self._arrival_s = _buffer(workload.arrival_s, "d")
         self._prompts = _buffer(workload.prompt_tokens, "q")
@@ -188,7 +189,7 @@ class ArrivalFeed:
         now, arrivals, rid = self.env.now, self._arrival_s, self._next
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
         prompts, outputs, submit = self._prompts, self._outputs, self.fleet.submit
-        too_long, rejected = self._too_long, self.fleet.recorder.rejected
+        too_long, rejected = self._too_long, self.recorder.rejected
         while True:
             if too_long is not None and too_long[rid]:
                 rejected(rid, "max_context")

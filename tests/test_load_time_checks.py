@@ -75,10 +75,17 @@ def test_warmup_after_the_last_of_num_requests_arrivals_is_warned_about():
 @pytest.mark.parametrize("tp", [3, 5])
 def test_tp_that_does_not_divide_the_attention_heads_is_refused(tp):
     with pytest.raises(UserError) as err:
-        scenario(f"fleet.tp={tp}")
+        resolve(scenario(f"fleet.tp={tp}"))
     message = str(err.value)
     assert f"fleet.tp = {tp}: tp = {tp} does not divide the 32 attention heads" in message
     assert "allowed for llama-3.1-8b on h100: 1, 2, 4, 8" in message
+
+
+def test_tp_of_a_pool_is_checked_and_named_by_its_pool():
+    data = copy.deepcopy(BASE)
+    data["fleet"] = {"pools": [{"name": "a", "gpu": "h100"}, {"name": "b", "gpu": "H200", "tp": 6}]}
+    with pytest.raises(UserError, match=r"fleet.pools.1.tp = 6: tp = 6 does not divide the 32"):
+        resolve(scenario_from_dict(data))
 
 
 def test_tp_that_neither_divides_nor_replicates_the_kv_heads_is_refused():
@@ -86,7 +93,7 @@ def test_tp_that_neither_divides_nor_replicates_the_kv_heads_is_refused():
     data["models"] = {"gqa6": {**_shape(), "heads": 48, "kv_heads": 6}}
     data["model"] = {"name": "gqa6"}
     with pytest.raises(UserError, match="fleet.tp = 4: tp = 4 neither divides the 6 KV heads"):
-        scenario_from_dict(data, overrides=["fleet.tp=4"])
+        resolve(scenario_from_dict(data, overrides=["fleet.tp=4"]))
 
 
 def test_tp_a_multiple_of_the_kv_heads_replicates_them_and_stores_each_copy():
@@ -104,7 +111,7 @@ def test_tp_a_multiple_of_the_kv_heads_replicates_them_and_stores_each_copy():
 
 def test_tp_beyond_one_nvlink_node_is_refused_naming_the_node_size():
     with pytest.raises(UserError) as err:
-        scenario("fleet.tp=16")
+        resolve(scenario("fleet.tp=16"))
     message = str(err.value)
     assert "fleet.tp = 16: more GPUs than one h100 node has (8 per NVLink domain" in message
     assert "gpus_per_node" in message
