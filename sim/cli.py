@@ -179,7 +179,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         help="check the engine against queueing theory; write validation.json/.md",
         description="Runs the whole engine as classic queues and compares it with closed forms "
         "(docs/validation.md). Profiles, timed on 2 cores: quick (the default: rho = 0.5 and "
-        "0.8, 3% precision, about 3 minutes), ci (rho up to 0.9 at 1%, about 25 minutes; "
+        "0.8, 3% precision, 3 to 4 minutes), ci (rho up to 0.9 at 1%, about 25 minutes; "
         "what CI runs) and full (rho up to 0.95 at 1%, about 95 minutes; the published "
         "docs/validation.md).",
     )
@@ -188,7 +188,7 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
         "--profile",
         choices=("quick", "ci", "full"),
         default="quick",
-        help="quick (default, about 3 minutes), ci (about 25 minutes) or full (about 95 minutes)",
+        help="quick (default, 3 to 4 minutes), ci (about 25 minutes) or full (about 95 minutes)",
     )
     p.add_argument("--workers", type=int, help="worker processes (default: all CPUs)")
     p.set_defaults(func=_cmd_validate)

@@ -115,7 +115,7 @@ def test_pass_rule_needs_theory_inside_the_interval_and_a_small_error():
 
 @pytest.mark.slow
 def test_quick_validation_passes_every_check(tmp_path):
-    """The default profile of `sim validate` (about 3 minutes on 2 cores)."""
+    """The default profile of `sim validate` (3 to 4 minutes on 2 cores)."""
     status = main(["validate", "--out", str(tmp_path), "--workers", "2"])
     entries = json.loads((tmp_path / "validation.json").read_text())
     assert {e["rho"] for e in entries} == {0.5, 0.8}
