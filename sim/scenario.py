@@ -555,6 +555,8 @@ class EconomicsConfig(Section):
 
 # ----------------------------------------------------------------------------- the scenario
 
+_MAX_CONTEXT = "the longest prompt + output served, tokens (max_position_embeddings)"
+_GPUS_PER_NODE = "the GPUs of one NVLink (scale-up) domain, the most one replica may span"
 _DEFAULT_KINDS = {"batcher": "continuous", "perf": "roofline"}
 
 
@@ -609,19 +611,7 @@ class Scenario(Section):
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
             )
-        unbounded = [name for name, shape in self.models.items() if shape.max_context is None]
-        if unbounded:
-            raise ValueError(
-                f'models."{unbounded[0]}".max_context: required for a model of your own: the '
-                "longest prompt + output it serves, tokens (max_position_embeddings of its "
-                "config.json)"
-            )
-        unsized = [name for name, gpu in self.accelerators.items() if gpu.gpus_per_node is None]
-        if unsized:
-            raise ValueError(
-                f"accelerators.{unsized[0]}.gpus_per_node: required for an accelerator of your "
-                "own: the GPUs of one NVLink (scale-up) domain, the most one replica may span"
-            )
+        self._check_own_entries()
         if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
         if not self.sim.drain and self.sim.duration_s is None:
@@ -647,6 +637,18 @@ class Scenario(Section):
         """The model each request class needs, in class order (one class 'trace' without any)."""
         served = self.served_models()
         return [c.model or served[0] for c in self.workload.classes] or served[:1]
+
+    def _check_own_entries(self) -> None:
+        """A model or accelerator of the scenario's own states what every catalogue entry does
+        (optional in the shared schema: shapes of measured profiles have no context)."""
+        required = (
+            ("models", self.models, "max_context", _MAX_CONTEXT),
+            ("accelerators", self.accelerators, "gpus_per_node", _GPUS_PER_NODE),
+        )
+        for table, entries, field, meaning in required:
+            for name, entry in entries.items():
+                if getattr(entry, field) is None:
+                    raise ValueError(f'{table}."{name}".{field}: required of your own: {meaning}')
 
     def _check_class_models(self) -> None:
         served = self.served_models()

@@ -132,7 +132,7 @@ def test_own_model_without_a_context_length_is_refused():
     data = copy.deepcopy(BASE)
     data["models"] = {"mine": {k: v for k, v in _shape().items() if k != "max_context"}}
     data["model"] = {"name": "mine"}
-    with pytest.raises(UserError, match=r'models."mine".max_context: required'):
+    with pytest.raises(UserError, match=r'models."mine".max_context: required of your own'):
         scenario_from_dict(data)
 
 
@@ -140,7 +140,7 @@ def test_own_accelerator_without_a_node_size_is_refused():
     data = copy.deepcopy(BASE)
     data["accelerators"] = {"chip": {k: v for k, v in _chip().items() if k != "gpus_per_node"}}
     data["fleet"] = {"gpu": "chip"}
-    with pytest.raises(UserError, match="accelerators.chip.gpus_per_node: required for an"):
+    with pytest.raises(UserError, match='accelerators."chip".gpus_per_node: required of your'):
         scenario_from_dict(data)
 
 
