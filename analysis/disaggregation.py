@@ -78,7 +78,7 @@ def _stay(r: pd.DataFrame, replica, arrived, started, left) -> pd.DataFrame:
 
 def kv_bytes(data: RunData, requests: pd.DataFrame) -> pd.Series:
     """Bytes of each request's KV cache that its transfer moves: prompt tokens x K and V values
-    per token x bytes per value of its prefill pool's kv_dtype."""
+    per token x bytes per value of its prefill pool's kv_dtype (each KV head once)."""
     per_token = np.zeros(data.spec.num_replicas)
     for pool in data.spec.pools:
         shape = pool.model_shape
@@ -88,12 +88,16 @@ def kv_bytes(data: RunData, requests: pd.DataFrame) -> pd.Series:
 
 def expected_transfer_s(data: RunData, requests: pd.DataFrame) -> pd.Series:
     """The duration of each request's transfer (to its decode replica, which it must have):
-    latency + bytes / (bandwidth per GPU x the smaller tp of its two replicas)."""
+    latency + bytes / (bandwidth per GPU x lanes), lanes = the smaller tp of its two replicas,
+    at most the model's KV heads."""
     link = data.spec.interconnect
     assert link is not None
-    tp = np.array([p.tp for p in data.spec.replica_pools()])
+    pools = data.spec.replica_pools()
+    tp = np.array([p.tp for p in pools])
+    kv_heads = np.array([p.model_shape.kv_heads for p in pools])
+    prefill = requests["prefill_replica"].to_numpy()
     lanes = np.minimum(
-        tp[requests["prefill_replica"].to_numpy()], tp[requests["decode_replica"].to_numpy()]
+        np.minimum(tp[prefill], kv_heads[prefill]), tp[requests["decode_replica"].to_numpy()]
     )
     return link.latency_s + kv_bytes(data, requests) / (link.bandwidth_gb_s * 1e9 * lanes)
 

@@ -9,10 +9,14 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
 * steps: a replica's intervals have end >= start, at least one iteration, and never overlap.
 * work conservation: no request waits (arrival to first scheduled) on its replica while that
   replica is idle. A request that arrives at an idle replica starts at once; one that could
-  never fit is rejected, so every waiting request fits an empty replica.
+  never fit is rejected, so every waiting request fits an empty replica. A run stopped at
+  duration_s (drain = false) records no interval still running then, so the time after a
+  replica's last recorded interval is not known to be idle and is not checked.
 * tokens: on each replica, the decode tokens of the steps trace (sum of iterations x
   decode_seqs) equal the output tokens of its completed requests minus the one token that each
-  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions). Prefill tokens
+  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions) under recompute
+  preemption, sum(output_tokens - 1) under swap (a swapped-in request resumes decoding without
+  a prefill). Prefill tokens
   equal the prompt tokens of the scheduled requests, less those found in the prefix cache, when
   nothing was preempted (recomputations add prompt + generated tokens, which the traces do not
   hold, so then only >= is checked).
@@ -81,7 +85,8 @@ def check_run(data: RunData) -> list[Invariant]:
     req, steps, spec = data.requests, data.steps, data.spec
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
-    per_pool = [_pool_laws(req, steps, pool, spec, tol) for pool in spec.pools]
+    drained = data.scenario.sim.drain
+    per_pool = [_pool_laws(req, steps, pool, spec, tol, drained) for pool in spec.pools]
     laws = [_merged(invariants) for invariants in zip(*per_pool, strict=True)]
     checked = [
         conservation(req, data.scenario.sim.drain, spec.num_replicas),
@@ -96,23 +101,29 @@ def check_run(data: RunData) -> list[Invariant]:
 
 
 def _pool_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, spec: RunSpec, tol: float
+    req: pd.DataFrame,
+    steps: pd.DataFrame,
+    pool: PoolSpec,
+    spec: RunSpec,
+    tol: float,
+    drained: bool,
 ) -> list[Invariant]:
-    """The laws of the replicas of one pool, as its role has them."""
+    """The laws of the replicas of one pool, as its role has them (`drained`: the run went on
+    until every request was done)."""
     if pool.role == COLOCATED:
-        return _replica_laws(*_of_pool(req, steps, pool, spec), pool, tol)
+        return _replica_laws(*_of_pool(req, steps, pool, spec), pool, tol, drained)
     own = pool.replica_indices
     mine, mine_steps = (
         pool_requests(req, pool),
         steps[steps["replica"].between(own.start, own.stop - 1)],
     )
     if pool.role == PREFILL:
-        return _prefill_laws(mine, mine_steps, pool, tol)
-    return _decode_laws(mine, mine_steps, pool, tol)
+        return _prefill_laws(mine, mine_steps, pool, tol, drained)
+    return _decode_laws(mine, mine_steps, pool, tol, drained)
 
 
 def _prefill_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
 ) -> list[Invariant]:
     """The laws of prefill replicas (`req`: the requests they prefilled)."""
     handed = req[req["first_token_s"].notna() & (req["output_tokens"] > 1)]
@@ -125,7 +136,7 @@ def _prefill_laws(
     )
     never_decoded = req.assign(output_tokens=1, preemptions=0, finish_s=req["first_token_s"])
     return [
-        work_conserving(req, steps, tol, held=held),
+        work_conserving(req, steps, tol, drained=drained, held=held),
         decode_tokens(never_decoded, steps),
         prefill_tokens(req, steps),
         littles_law_decode(never_decoded, steps, tol),
@@ -134,7 +145,7 @@ def _prefill_laws(
 
 
 def _decode_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
 ) -> list[Invariant]:
     """The laws of decode replicas (`req`: the requests handed to them)."""
     whole = req[(req["status"] == "completed") & (req["preemptions"] == 0)]
@@ -142,8 +153,8 @@ def _decode_laws(
         arrival_s=whole["kv_transfer_end_s"], first_scheduled_s=whole["finish_s"]
     )
     return [
-        work_conserving(decoding, steps, tol),
-        decode_tokens(req, steps, bounded=True),
+        work_conserving(decoding, steps, tol, drained=drained),
+        decode_tokens(req, steps, preemption=pool.batcher.preemption, bounded=True),
         prefill_tokens(req.assign(prompt_tokens=0, cached_prompt_tokens=0), steps),
         littles_law_decode(
             req.assign(first_token_s=req["kv_transfer_end_s"]), steps, tol, paused=True
@@ -166,9 +177,10 @@ def _of_pool(
 
 
 def _replica_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
 ) -> list[Invariant]:
-    """The laws of a replica's work, for the replicas of one pool."""
+    """The laws of a replica's work, for the replicas of one pool (`drained`: the run went on
+    until every request was done)."""
     batcher = pool.batcher
     # static batches compute padding (longest prompt, finished rows): token laws become bounds
     padded = batcher.kind == "static"
@@ -177,8 +189,8 @@ def _replica_laws(
     # vLLM-v0 iterations that prefill pause the decodes, as preemption does
     paused = not getattr(batcher, "mix_prefill_decode", True)
     return [
-        work_conserving(req, steps, tol, hold_s),
-        decode_tokens(req, steps, padded),
+        work_conserving(req, steps, tol, hold_s, drained),
+        decode_tokens(req, steps, padded, getattr(batcher, "preemption", "recompute")),
         prefill_tokens(req, steps, padded),
         littles_law_decode(req, steps, tol, padded, paused),
         kv_within_capacity(steps, pool.kv_capacity_blocks),
@@ -283,19 +295,24 @@ def work_conserving(
     steps: pd.DataFrame,
     tol: float,
     hold_s: float = 0.0,
+    drained: bool = True,
     held: pd.DataFrame | None = None,
 ) -> Invariant:
     """No request waits on its replica during an idle gap of that replica.
 
     `hold_s`: how long after its arrival a request may be held on an idle replica on purpose
-    (a dynamic batcher's queue delay). `held`: spans (replica, start_s, end_s) in which a
-    replica keeps KV caches that wait to leave it (a prefill replica under backpressure); a
-    request may wait on an idle replica while such spans cover the wait.
+    (a dynamic batcher's queue delay). `drained`: false for a run stopped at its horizon, whose
+    replicas may have been busy after their last recorded interval (not checked). `held`: spans
+    (replica, start_s, end_s) in which a replica keeps KV caches that wait to leave it (a
+    prefill replica under backpressure); a request may wait on an idle replica while such spans
+    cover the wait.
     """
     waiting = req[(req["status"] != "rejected") & (req["replica"] >= 0)]
     bad_ids: list[int] = []
     for replica, group in waiting.groupby("replica"):
         gap_start, gap_end = _idle_gaps(steps[steps["replica"] == replica], tol)
+        if not drained:  # drop the open gap after the last recorded interval
+            gap_start, gap_end = gap_start[:-1], gap_end[:-1]
         arrival = group["arrival_s"].to_numpy()
         scheduled = group["first_scheduled_s"].fillna(np.inf).to_numpy()
         # the last gap that starts before the request is scheduled is the one that could overlap
@@ -340,18 +357,25 @@ def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) ->
 
 
 def decode_tokens(
-    req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False, bounded: bool = False
+    req: pd.DataFrame,
+    steps: pd.DataFrame,
+    padded: bool = False,
+    preemption: str = "recompute",
+    bounded: bool = False,
 ) -> Invariant:
     """Decode tokens of the steps trace = output tokens of completed requests minus prefills.
 
-    Exact when no request is left in flight and batches are not padded; otherwise the steps also
-    hold tokens of unfinished requests or padding rows, so then only >= is required. `bounded`
-    (preemptions some of which emitted no token): between that count and sum(output - 1).
+    Every prefill emits one token: the first, and under `preemption` = "recompute" one per
+    preemption (a swapped-out request resumes decoding instead). Exact when no request is left
+    in flight and batches are not padded; otherwise the steps also hold tokens of unfinished
+    requests or padding rows, so then only >= is required. `bounded` (preemptions some of which
+    emitted no token): between that count and sum(output - 1).
     """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     decoded = _per_replica(steps["iterations"] * steps["decode_seqs"], steps["replica"], replicas)
     done = req[req["status"] == "completed"]
-    owed = _per_replica(done["output_tokens"] - 1 - done["preemptions"], done["replica"], replicas)
+    prefills = 1 + (done["preemptions"] if preemption == "recompute" else 0)
+    owed = _per_replica(done["output_tokens"] - prefills, done["replica"], replicas)
     settled = bool((req["status"] != "in_flight").all()) and not padded
     if settled and bounded:
         most = _per_replica(done["output_tokens"] - 1, done["replica"], replicas)

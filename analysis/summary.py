@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.disaggregation import kv_transfer, pool_requests
 from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
     distribution,
     latencies,
+    rejected_by_reason,
     request_counts,
     throughput,
 )
@@ -28,7 +31,7 @@ def summarize(data: RunData) -> dict:
         "simulated_s": data.simulated_s,
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
-        "requests": request_counts(measured),
+        "requests": requests_block(data, measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data),
         "utilization": fleet_utilization(data),
@@ -40,6 +43,15 @@ def summarize(data: RunData) -> dict:
     if data.spec.disaggregated:
         summary["kv_transfer"] = kv_transfer(data)
     return summary
+
+
+def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
+    """Counts of `requests` (some of the run's measured ones) and of their rejections by
+    reason."""
+    return {
+        **request_counts(requests),
+        "rejected_by_reason": rejected_by_reason(requests, data.rejections),
+    }
 
 
 def per_pool(data: RunData) -> dict[str, dict]:
@@ -57,7 +69,7 @@ def per_pool(data: RunData) -> dict[str, dict]:
             "replicas": pool.replicas,
             "model": pool.model,
             "role": pool.role,
-            "requests": request_counts(mine),
+            "requests": requests_block(data, mine),
             "throughput": throughput(data, mine),
             "utilization": utilization[pool.name],
             **money[pool.name],
@@ -70,7 +82,7 @@ def per_class(data: RunData) -> dict[str, dict]:
     measured = data.measured
     return {
         str(name): {
-            "requests": request_counts(group),
+            "requests": requests_block(data, group),
             "latency_s": {k: distribution(v) for k, v in latencies(group).items()},
         }
         for name, group in measured.groupby("class", sort=True)

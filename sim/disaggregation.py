@@ -14,9 +14,10 @@ A request of a model served by prefill and decode pools (``role``, docs/disaggre
    there, first reserved first sent, one at a time, each taking
    ``latency + prompt tokens x KV bytes per token / (bandwidth x lanes)``. Layout: tensor
    parallelism splits the KV heads over a replica's GPUs, and each GPU sends its shard over its
-   own port at once, so ``lanes = min(prefill tp, decode tp)`` ports carry a transfer (the side
-   with fewer GPUs limits it). The decode side's ports are not modelled: a decode replica may
-   receive from several prefill replicas at once;
+   own port at once, so ``lanes = min(prefill tp, decode tp, KV heads)`` ports carry a transfer
+   (the side with fewer GPUs limits it; a KV head replicated on several GPUs is sent once).
+   The decode side's ports are not modelled: a decode replica may receive from several
+   prefill replicas at once;
 5. decodes on the decode replica from the next iteration boundary after its transfer ended.
 
 Events: one URGENT event per transfer (its end, so that an iteration boundary at that time sees
@@ -143,9 +144,11 @@ class Disaggregation:
     def submit(self, req: Request) -> None:
         """An arrived request: rejected if a decode pool could never hold it, else routed to a
         prefill replica."""
-        if any(b.rejection(req) is not None for b in self._fits.values()):
-            self.recorder.rejected(req.rid)
-            return
+        for batcher in self._fits.values():
+            reason = batcher.rejection(req)
+            if reason is not None:
+                self.recorder.rejected(req.rid, reason)
+                return
         self.prefill.submit(req)
 
     def _handoff(self, req: Request) -> None:
@@ -162,8 +165,11 @@ class Disaggregation:
         """Seconds the link takes to move the KV cache of `req` from replica `prefill` to replica
         `decode`: latency + bytes / (bandwidth x lanes), lanes = min of their tp."""
         source, target = self._pool[prefill], self._pool[decode]
-        kv_bytes = req.prompt_tokens * kv_bytes_per_token(source.model_shape, source.kv_dtype)
-        return self._latency_s + kv_bytes / (self._bytes_per_s * min(source.tp, target.tp))
+        shape = source.model_shape
+        # each KV head once (a head replicated over GPUs, tp > kv_heads, is sent by one of them)
+        kv_bytes = req.prompt_tokens * kv_bytes_per_token(shape, source.kv_dtype, 1)
+        lanes = min(source.tp, target.tp, shape.kv_heads)
+        return self._latency_s + kv_bytes / (self._bytes_per_s * lanes)
 
     def _transferred(self, req: Request, decode: int) -> None:
         """The KV cache of `req` reached replica `decode`: the prefill replica frees it, the

@@ -52,6 +52,8 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.rejection_ids = array("q")
+        self.rejection_reasons: list[str] = []
         self.disaggregated = disaggregated
         if disaggregated:
             self.prefill_replica = array("i", [-1]) * n
@@ -81,9 +83,13 @@ class Recorder:
         self.status[rid] = COMPLETED
         self.num_completed += 1
 
-    def rejected(self, rid: int) -> None:
+    def rejected(self, rid: int, reason: str) -> None:
+        """Request `rid` is refused for `reason` (a key of ``REJECTION_REASONS``), by its
+        replica or, before routing (replica -1), at the front door."""
         self.status[rid] = REJECTED
         self.num_rejected += 1
+        self.rejection_ids.append(rid)
+        self.rejection_reasons.append(reason)
 
     def step(
         self,
@@ -154,6 +160,19 @@ class Recorder:
     def _handoff_columns(self, *names: str) -> dict[str, np.ndarray]:
         """The named columns of a disaggregated run (nothing otherwise)."""
         return {name: _view(getattr(self, name)) for name in names} if self.disaggregated else {}
+
+    def rejections_table(self) -> pa.Table | None:
+        """One row per rejected request: request_id, reason (rejections.parquet); None when
+        no request was rejected."""
+        if not self.rejection_reasons:
+            return None
+        order = np.argsort(_view(self.rejection_ids), kind="stable")
+        return pa.table(
+            {
+                "request_id": _view(self.rejection_ids)[order],
+                "reason": pa.array(self.rejection_reasons).take(pa.array(order)),
+            }
+        )
 
     def steps_table(self) -> pa.Table:
         """One row per executed interval of a replica (the columns of steps.parquet)."""

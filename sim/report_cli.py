@@ -24,9 +24,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
     from sim.errors import UserError
+    from sim.rundir import check_out_dir
 
     if args.window_s is not None and args.window_s <= 0:
         raise UserError(f"--window-s {args.window_s}: must be > 0")
+    check_out_dir(args.out)
     report = build_report(args.run_dirs, args.out, args.window_s)
     print(f"{len(report.figures)} figures (PNG, SVG, CSV) in {report.out_dir / 'figures'}/")
     for line in report.skipped:

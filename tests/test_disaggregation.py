@@ -27,8 +27,9 @@ from tests.conftest import BASE, ROOT
 SHIPPED = ROOT / "scenarios" / "disaggregated_llama3-70b.toml"
 # Llama-3-8B: K and V x 32 layers x 8 KV heads x 128 values x 2 bytes (bf16) per token
 LLAMA3_8B_KV_BYTES_PER_TOKEN = 2 * 32 * 8 * 128 * 2
-ISOLATED = (  # one request, alone in the fleet
+ISOLATED = (  # one request, alone in the fleet (no warm-up: it only sets what is measured)
     "sim.num_requests=1",
+    "sim.warmup_s=0",
     'workload.classes.0.prompt_tokens={dist="fixed", value=1000}',
     'workload.classes.0.output_tokens={dist="fixed", value=50}',
 )
@@ -77,12 +78,13 @@ def broken(data: RunData) -> dict[str, str]:
     [
         (
             ("fleet.pools.1.role=prefill",),
-            "fleet.pools.0.role = 'prefill': no pool serves model 'llama-3-8b' with role = "
+            "fleet.pools.0.role = 'prefill': no pool serves model 'llama-3.1-8b' with role = "
             "'decode'",
         ),
         (
             ("fleet.pools.1.role=colocated",),
-            "fleet.pools.1.role = 'colocated': model 'llama-3-8b' is also served by a prefill pool",
+            "fleet.pools.1.role = 'colocated': model 'llama-3.1-8b' is also served by a "
+            "prefill pool",
         ),
         (
             ('batcher={kind="static", max_batch=8}',),
@@ -114,7 +116,10 @@ def test_an_interconnect_without_prefill_and_decode_pools_is_an_error(tmp_path, 
 
 
 def test_an_nvlink_needs_gpus_that_have_one():
-    own = 'accelerators.x={name="x", bf16_tflops=500.0, mem_gb=80.0, mem_bw_gb_s=2000.0}'
+    own = (
+        'accelerators.x={name="x", bf16_tflops=500.0, mem_gb=80.0, mem_bw_gb_s=2000.0, '
+        "gpus_per_node=8}"
+    )
     s = pd(own, "fleet.pools.0.gpu=x", "fleet.pools.1.gpu=x", "fleet.interconnect.link=nvlink")
     with pytest.raises(UserError, match="gpu 'x' has no scale-up link"):
         resolve(s)
@@ -185,6 +190,7 @@ def test_a_decode_replica_counts_the_blocks_it_reserved_for_a_transfer():
     show both requests' blocks."""
     s = pd(
         "sim.num_requests=2",
+        "sim.warmup_s=0",
         "workload.arrival=gamma",
         "workload.rate=3.333",
         "workload.cv=0.01",
@@ -366,7 +372,7 @@ def test_backpressure_shows_in_the_prefill_replicas_kv_blocks():
     ],
 )
 def test_a_broken_handoff_breaks_the_law(column, change):
-    data = RunData.from_result(run(pd("sim.num_requests=40")))
+    data = RunData.from_result(run(pd("sim.num_requests=40", "sim.warmup_s=0")))
     row = data.requests.index[data.requests["decode_replica"] >= 0][3]
     value = data.requests.at[row, column]
     data.requests.at[row, column] = change if column.endswith("replica") else value + change
@@ -417,7 +423,7 @@ def test_sim_run_and_check_print_the_transfers_and_pass(tmp_path, capsys):
     assert main(["run", str(SHIPPED), "--out", str(out), "--set", "sim.duration_s=50"]) == 0
     printed = capsys.readouterr().out
     assert re.search(r"kv transfer  \d+ transfers, [\d.]+ GB, 6\.7 ms mean", printed)
-    assert "pool prefill  11 x h200 tp 4 (llama-3-70b, prefill):" in printed
+    assert "pool prefill  11 x h200 tp 4 (llama-3.1-70b, prefill):" in printed
     assert main(["check", str(out)]) == 0
     assert "prefill, transfer, decode    ok" in capsys.readouterr().out
 

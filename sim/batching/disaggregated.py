@@ -59,9 +59,9 @@ class PrefillBatcher(ContinuousBatcher):
     def rejection(self, req: Request) -> str | None:
         prompt = req.prompt_tokens
         if self.decodes.blocks_for(prompt) > self.capacity_blocks:
-            return "its prompt needs more KV-cache blocks than the replica has"
+            return "kv_cache"
         if not self.cfg.chunked_prefill and prompt > self.cfg.max_num_batched_tokens:
-            return "prompt longer than max_num_batched_tokens"
+            return "max_num_batched_tokens"
         return None
 
     def _to_decode(self, req: Request) -> None:
