@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 STYLE = {
@@ -23,10 +24,15 @@ PERCENTILE_STYLES = {"p50": ":", "p90": "--", "p99": "-"}
 DPI = 110
 
 
+def with_extension(stem: Path, extension: str) -> Path:
+    """`stem` + `extension`, keeping every "." already in the name (unlike ``with_suffix``)."""
+    return stem.with_name(stem.name + extension)
+
+
 def save(fig: Figure, stem: Path) -> list[Path]:
     """Write `stem`.png and `stem`.svg; returns both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [with_extension(stem, ".png"), with_extension(stem, ".svg")]
     with matplotlib.rc_context(STYLE):
         fig.tight_layout()  # once, rather than a layout engine that reruns at every save
         fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
@@ -57,9 +63,9 @@ def _lines(
         if order is None:
             points = group.groupby(x, sort=True)[y].mean()
             xs, ys = points.index.to_numpy(dtype=float), points.to_numpy(dtype=float)
-        else:
-            group = group.sort_values(order, kind="stable")
-            xs, ys = group[x].to_numpy(dtype=float), group[y].to_numpy(dtype=float)
+        else:  # seeds of one point averaged first
+            points = group.groupby(order, sort=True)[[x, y]].mean()
+            xs, ys = points[x].to_numpy(dtype=float), points[y].to_numpy(dtype=float)
         style = {"marker": "o", "markersize": 3.5, "color": f"C{i}", "label": series, **kw}
         ax.plot(xs, ys * scale, **style)
 
@@ -116,20 +122,50 @@ def margin_vs_load(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+COST_STYLES = {  # cost per million tokens: column, line style, label
+    "cost_per_million_input_tokens_usd": ("--", "input"),
+    "cost_per_million_output_tokens_usd": ("-", "output"),
+    "cost_per_million_tokens_usd": (":", "blended"),
+}
+
+
 def margin_vs_utilization(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Gross margin (%) against the fleet's busy fraction and MFU (%), points joined in order
-    of offered load."""
+    """Gross margin (%) and cost per million input, output and blended tokens (USD) against
+    capacity utilization (%), points joined in order of offered load; each series' utilizations
+    from its first run that misses its SLOs on are shaded."""
     fig, (left, right) = _figure(2, title)
-    for ax, x, label in (
-        (left, "gpu_busy_fraction", "GPU busy (% of provisioned time)"),
-        (right, "mfu", "model FLOPs utilization (% of peak)"),
-    ):
-        scaled = curve.assign(**{x: curve[x] * 100.0})
-        _lines(ax, scaled, x, "margin", 100.0, order="offered_rate_rps")
-        _margin_axis(ax, curve, x, 100.0)
-        ax.set(xlabel=label, ylabel="gross margin (%)")
+    scaled = curve.assign(capacity_utilization=curve["capacity_utilization"] * 100.0)
+    _lines(left, scaled, "capacity_utilization", "margin", 100.0, order="offered_rate_rps")
+    _margin_axis(left, curve, "capacity_utilization", 100.0)
+    left.set(xlabel="capacity utilization (% of sustainable req/s)", ylabel="gross margin (%)")
+    for column, (dash, _) in COST_STYLES.items():
+        _lines(right, scaled, "capacity_utilization", column, order="offered_rate_rps", ls=dash)
+    right.set(xlabel="capacity utilization (% of sustainable req/s)", ylabel="USD per 1M tokens")
+    right.set_ylim(bottom=0)
+    shaded = _shade_slo_missed(left, scaled)
+    _shade_slo_missed(right, scaled)
     _legend(left)
+    handles = [right.plot([], [], color="grey", ls=d, label=n)[0] for d, n in COST_STYLES.values()]
+    if shaded:
+        handles.append(Patch(color="grey", alpha=0.15, label="SLO p99 missed"))
+    right.legend(handles=handles, loc="best")
     return save(fig, stem)
+
+
+def _shade_slo_missed(ax: Axes, curve: pd.DataFrame) -> bool:
+    """Shade, per series in its colour, from its lowest utilization whose run missed an SLO to
+    the right edge; returns whether anything was shaded."""
+    series = sorted(curve["series"].unique())
+    shaded = False
+    for name, group in curve.groupby("series"):
+        missed = group[group["slo_missed"].astype(bool)]
+        if missed.empty:
+            continue
+        right = max(100.0, float(curve["capacity_utilization"].max()) * 1.02)
+        start = float(missed["capacity_utilization"].min())
+        ax.axvspan(start, right, color=f"C{series.index(name)}", alpha=0.12, linewidth=0)
+        shaded = True
+    return shaded
 
 
 def cost_vs_batch_limit(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
@@ -178,13 +214,14 @@ def _percentile_legend(ax: Axes, curve: pd.DataFrame) -> None:
 
 
 def utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Fleet busy fraction, MFU, MBU and KV occupancy (%), queue and running requests, and the
-    decode batch over the run, per time window."""
+    """Fleet capacity utilization, non-idle fraction, MFU, MBU and KV occupancy (%), queue and
+    running requests, and the decode batch over the run, per time window."""
     fig, (frac, queue, batch) = _figure(3, title, width=4.2)
     t = (timeline["window_start_s"] + timeline["window_end_s"]) / 2.0
     for column, label in (
-        ("busy_fraction", "GPU busy"),
-        ("mfu", "MFU"),
+        ("capacity_utilization", "capacity"),
+        ("nonidle_fraction", "non-idle"),
+        ("mfu_bf16_peak", "MFU (bf16 peak)"),
         ("mbu", "memory bandwidth"),
         ("kv_occupancy", "KV cache"),
     ):

@@ -27,7 +27,7 @@ from sim.replica import Replica
 from sim.request import Request
 from sim.router import Router, make_router
 from sim.scenario import Scenario
-from sim.workload import Workload, generate_workload, length_bounds
+from sim.workload import Workload, arrivals_end_s, generate_workload, length_bounds
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
@@ -141,8 +141,7 @@ def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> 
 
     steps = recorder.steps_table()
     end = horizon if horizon is not None else _last_activity_s(workload, steps)
-    if scenario.sim.duration_s is not None:
-        end = max(end, scenario.sim.duration_s)
+    end = max(end, arrivals_end_s(scenario.sim, scenario.workload.arrival, workload.arrival_s))
     return RunResult(
         scenario=scenario,
         seed=seed,

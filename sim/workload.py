@@ -19,6 +19,7 @@ from sim.scenario import (
     LengthDist,
     LognormalLength,
     Scenario,
+    SimConfig,
     UniformLength,
     WorkloadConfig,
 )
@@ -96,6 +97,18 @@ def _shared_prefixes(
 
 
 # ----------------------------------------------------------------------------- arrivals
+
+
+def arrivals_end_s(sim: SimConfig, arrival: str, arrival_s: np.ndarray) -> float:
+    """When the arrivals of a run stop, seconds: ``duration_s``, unless ``num_requests`` ran out
+    first or a trace is replayed (then the last arrival); the last arrival without a duration.
+
+    `arrival` is ``workload.arrival``; `arrival_s` the run's arrival times, in order.
+    """
+    capped = sim.num_requests is not None and len(arrival_s) >= sim.num_requests
+    if sim.duration_s is not None and not capped and arrival != "trace":
+        return float(sim.duration_s)
+    return float(arrival_s[-1]) if len(arrival_s) else 0.0
 
 
 def arrival_times(

@@ -2,7 +2,7 @@
 
 A point (one fleet at one rate, run for several seeds) meets an SLO only if the upper end of the
 95% interval of its metric across seeds is within the limit, and it must not be saturated (see
-:mod:`sim.study.saturation`): a saturated fleet's latency only says how long the run was.
+:mod:`analysis.saturation`): a saturated fleet's latency only says how long the run was.
 Searches assume that more replicas never hurt and a higher rate never helps.
 """
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.economics import GPU_PRICE_DEFAULTS, SECONDS_PER_HOUR, gpu_price
+from analysis.saturation import MIN_GROWTH_REQUESTS
 from sim.errors import UserError
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
-from sim.study.saturation import MIN_GROWTH_REQUESTS
 from sim.study.sweep import (
     ScenarioLike,
     ScenarioSource,
@@ -64,10 +64,10 @@ def parse_slo(text: str) -> Slo:
     return Slo(name, f"latency_s.{latency}.{statistic}", limit)
 
 
-def parse_slos(slos: Iterable[str] | Mapping[str, float]) -> list[Slo]:
-    """SLOs from ``NAME=SECONDS`` texts or a mapping; at least one."""
+def parse_slos(slos: Iterable[str] | Mapping[str, float], required: bool = True) -> list[Slo]:
+    """SLOs from ``NAME=SECONDS`` texts or a mapping; at least one when `required`."""
     items = [f"{k}={v}" for k, v in slos.items()] if isinstance(slos, Mapping) else list(slos)
-    if not items:
+    if required and not items:
         raise UserError("give at least one --slo, e.g. --slo ttft_p99=1.0")
     return [parse_slo(s) for s in items]
 
@@ -95,7 +95,8 @@ def judge(row: Mapping, slos: list[Slo]) -> Verdict:
             missed.append(f"{slo.name} {upper:.4g} > {slo.limit:g}")
     if saturated:
         missed.insert(0, f"saturated (backlog grows by {growth:.1f} requests)")
-    return Verdict(not missed, saturated, headroom, "; ".join(missed) or "meets SLOs", dict(row))
+    met = "meets SLOs" if slos else "not saturated"
+    return Verdict(not missed, saturated, headroom, "; ".join(missed) or met, dict(row))
 
 
 def _upper(row: Mapping, metric: str) -> float:
@@ -253,11 +254,12 @@ class Option:
         return items
 
     def usd_per_hour(self, replicas: int, row: Mapping) -> float:
-        """Cost of the fleet for one hour: the runs' ``economics.cost_usd`` per simulated hour
-        (GPUs, overhead and energy; docs/economics.md), or GPUs x price without [economics]."""
+        """Cost of the fleet for one hour: the runs' ``economics.cost_usd`` per hour of their
+        measurement window (GPUs, overhead and energy; docs/economics.md), or GPUs x price
+        without [economics]."""
         cost = row.get("economics.cost_usd", math.nan)
         if math.isfinite(cost):
-            return cost / row["simulated_s"] * SECONDS_PER_HOUR
+            return cost / row["window.duration_s"] * SECONDS_PER_HOUR
         return replicas * self.tp * self.usd_per_gpu_hour
 
 
@@ -320,10 +322,11 @@ def _study(
     slos: Iterable[str] | Mapping[str, float],
     seeds: int,
     overrides: Iterable[str],
+    slos_required: bool = True,
 ) -> tuple[ScenarioSource, list[Slo], tuple[str, ...]]:
     if seeds < 2:
         raise UserError(f"--seeds {seeds}: planning needs at least 2 seeds for an interval")
-    return scenario_source(scenario), parse_slos(slos), tuple(overrides)
+    return scenario_source(scenario), parse_slos(slos, slos_required), tuple(overrides)
 
 
 def plan(
@@ -418,7 +421,7 @@ def _replicas_guess(ev: Evaluator, items: tuple[str, ...]) -> int:
 
 def max_rate(
     scenario: ScenarioLike,
-    slos: Iterable[str] | Mapping[str, float],
+    slos: Iterable[str] | Mapping[str, float] = (),
     gpus: Iterable[str] | None = None,
     tps: Iterable[int] | None = None,
     seeds: int = 3,
@@ -430,11 +433,12 @@ def max_rate(
     scheduler: str | None = None,
     log: Log = _quiet,
 ) -> PlanResult:
-    """Highest arrival rate (req/s) the scenario's fleet sustains within every SLO, per option.
+    """Highest arrival rate (req/s) the scenario's fleet sustains within every SLO, per option;
+    without SLOs, the highest rate at which it is not saturated (its saturation throughput).
 
     Starts from the scenario's workload.rate; `tolerance` is relative (0.02: within 2%).
     """
-    src, slo_list, overrides = _study(scenario, slos, seeds, overrides)
+    src, slo_list, overrides = _study(scenario, slos, seeds, overrides, slos_required=False)
     if not 0 < tolerance < 1:
         raise UserError(f"--tolerance {tolerance}: must be between 0 and 1")
     options = _options(src, overrides, gpus, tps, prices)

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from sim.study.stats import numeric_metrics
 
-SATURATION_FILE = "saturation.json"
-
 
 @dataclass(frozen=True)
 class RunTask:
@@ -57,15 +55,11 @@ def _write_run(task: RunTask, out: Path) -> None:
     from analysis.summary import write_summary
     from sim.engine import run
     from sim.scenario import scenario_from_dict
-    from sim.study.saturation import saturation_metrics
 
     scenario = scenario_from_dict(task.scenario, task.source, list(task.overrides))
     result = run(scenario, seed=task.seed)
     result.save(out)
-    data = RunData.from_result(result)
-    write_summary(out, data)
-    text = json.dumps(saturation_metrics(data), indent=2) + "\n"
-    (out / SATURATION_FILE).write_text(text, encoding="utf-8")
+    write_summary(out, RunData.from_result(result))
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -79,7 +73,6 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def read_metrics(run_dir: Path) -> dict[str, float | None]:
-    """The numeric metrics of a complete run: summary.json plus ``saturation.*``."""
+    """The numeric metrics of a complete run's summary.json (``saturation.*`` among them)."""
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    summary["saturation"] = json.loads((run_dir / SATURATION_FILE).read_text(encoding="utf-8"))
     return numeric_metrics(summary)
