@@ -290,12 +290,23 @@ def economics(data: RunData, window: Window | None = None, target_margin: float 
     if data.scenario.economics is None:
         totals = {"gpu_hours": gpu_hours(data, whole), **dict.fromkeys(_TOTAL_MONEY_KEYS)}
         return {**block, **dict.fromkeys(_STEADY_MONEY_KEYS), "classes": {}, "totals": totals}
+    cost = span_cost(data, window)
+    req = _with_costs(request_revenue(data, done), split, cost.total_usd)
     return {
         **block,
-        **_steady_money(data, window, done, split, target_margin),
-        "classes": _per_class(data, done, split, span_cost(data, window).total_usd),
+        **_steady_money(data, window, req, cost, split, target_margin),
+        "classes": _per_class(req),
         "totals": _totals(data, window, whole),
     }
+
+
+def _with_costs(req: pd.DataFrame, split: Attribution, cost_usd: float) -> pd.DataFrame:
+    """`req` with each request's share of the input and output cost (USD)."""
+    prefill = 0.0 if split.prefill_fraction is None else split.prefill_fraction
+    return req.assign(
+        input_cost_usd=cost_usd * prefill * split.request_prefill,
+        output_cost_usd=cost_usd * (1.0 - prefill) * split.request_decode,
+    )
 
 
 def _scaled(value: float, fraction: float | None) -> float | None:
@@ -307,24 +318,27 @@ def _complement(fraction: float | None) -> float | None:
 
 
 def _steady_money(
-    data: RunData, window: Window, done: pd.DataFrame, split: Attribution, target_margin: float
+    data: RunData,
+    window: Window,
+    req: pd.DataFrame,
+    cost: Cost,
+    split: Attribution,
+    target_margin: float,
 ) -> dict:
-    """Cost, revenue, margin, per-token costs and break-even of the window."""
+    """Cost, revenue, margin, per-token costs and break-even of the window, whose completed
+    requests' revenue and cost are `req` (:func:`request_revenue`, :func:`_with_costs`) and
+    whose cost is `cost`."""
     eco = data.scenario.economics
     assert eco is not None
     price = gpu_price(data.scenario)
-    cost = span_cost(data, window)
     total = cost.total_usd
-    req = request_revenue(data, done)
     input_cost = _scaled(total, split.prefill_fraction)
     output_cost = None if input_cost is None else total - input_cost
     gross = float((req["input_usd"] + req["output_usd"]).sum())
     revenue = float(req["net_usd"].sum())
     profit = revenue - total
     tokens_in, tokens_out = float(req["input_tokens"].sum()), float(req["output_tokens"].sum())
-    per_request = (input_cost or 0.0) * split.request_prefill + (
-        output_cost or 0.0
-    ) * split.request_decode
+    per_request = req["input_cost_usd"] + req["output_cost_usd"]
     multiplier = _ratio(total, revenue)  # all token prices x this: revenue = cost
     return {
         "cost_usd": total,
@@ -362,12 +376,9 @@ def _steady_money(
     }
 
 
-def _per_class(data: RunData, done: pd.DataFrame, split: Attribution, cost_usd: float) -> dict:
-    """Per class of the requests completed in the window: tokens, revenue, attributed cost."""
-    req = request_revenue(data, done)
-    prefill = 0.0 if split.prefill_fraction is None else split.prefill_fraction
-    req["input_cost_usd"] = cost_usd * prefill * split.request_prefill
-    req["output_cost_usd"] = cost_usd * (1.0 - prefill) * split.request_decode
+def _per_class(req: pd.DataFrame) -> dict:
+    """Per class of the requests completed in the window (their revenue and cost `req`):
+    tokens, revenue, attributed cost."""
     out = {}
     for name, g in req.groupby("class", sort=True):
         tokens_in, tokens_out = float(g["input_tokens"].sum()), float(g["output_tokens"].sum())

@@ -71,12 +71,11 @@ def _lines(
 
 
 def _plain_log(ax: Axes, axis: str) -> None:
-    """A log scale whose tick labels are plain numbers (20, 50, 100), not powers of ten."""
+    """A log scale whose tick labels are plain numbers (10, 20, 50, 100), not powers of ten."""
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.xaxis if axis == "x" else ax.yaxis
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    target.set_major_formatter(plain)
-    target.set_minor_formatter(plain)
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:e}"[0] in "25" else ""))
 
 
 MARGIN_FLOOR_PCT = -100.0  # margin axes stop here; lower points sit on the edge as triangles
@@ -141,7 +140,7 @@ def margin_vs_utilization(curve: pd.DataFrame, title: str, stem: Path) -> list[P
     for column, (dash, _) in COST_STYLES.items():
         _lines(right, scaled, "capacity_utilization", column, order="offered_rate_rps", ls=dash)
     right.set(xlabel="capacity utilization (% of sustainable req/s)", ylabel="USD per 1M tokens")
-    right.set_ylim(bottom=0)
+    _plain_log(right, "y")  # input tokens cost a few cents, output tokens up to dollars
     shaded = _shade_slo_missed(left, scaled)
     _shade_slo_missed(right, scaled)
     _legend(left)
@@ -153,18 +152,23 @@ def margin_vs_utilization(curve: pd.DataFrame, title: str, stem: Path) -> list[P
 
 
 def _shade_slo_missed(ax: Axes, curve: pd.DataFrame) -> bool:
-    """Shade, per series in its colour, from its lowest utilization whose run missed an SLO to
-    the right edge; returns whether anything was shaded."""
+    """Shade, per series in its colour, the utilizations from halfway between its last run that
+    meets its SLOs and its first run that misses one, to the right edge; returns whether
+    anything was shaded."""
     series = sorted(curve["series"].unique())
+    right = max(100.0, float(curve["capacity_utilization"].max())) * 1.03
     shaded = False
     for name, group in curve.groupby("series"):
-        missed = group[group["slo_missed"].astype(bool)]
+        points = group.groupby("capacity_utilization", sort=True)["slo_missed"].max()
+        missed = points[points.astype(bool)]
         if missed.empty:
             continue
-        right = max(100.0, float(curve["capacity_utilization"].max()) * 1.02)
-        start = float(missed["capacity_utilization"].min())
+        first = float(missed.index[0])
+        met = points[(points.index < first) & ~points.astype(bool)]
+        start = (float(met.index[-1]) + first) / 2.0 if len(met) else first
         ax.axvspan(start, right, color=f"C{series.index(name)}", alpha=0.12, linewidth=0)
         shaded = True
+    ax.set_xlim(right=right)
     return shaded
 
 

@@ -202,22 +202,36 @@ def _continuous_mixed(
         iteration_s = _iteration_s(times, cfg, work)
         completed = per_iteration
     else:  # a Poisson number of whole prompts per iteration, in the slots free for them
-        slots = cfg.max_num_seqs
-        admitted = np.minimum(
-            _nonempty(rng.poisson(per_iteration, ITERATION_SAMPLES), decoding), slots
-        )
-        seconds = []
-        for k in admitted.tolist():
-            # all slots full: the admitted prompts take the place of the sequences that finished
-            seqs = slots - k if limit == "max_num_seqs" else min(decoding, slots - k)
-            work = _sampled_prefill(mix, k, rng)
-            work.decode_seqs, work.decode_context = seqs, round(seqs * context_per_seq)
-            if k == 0 and cfg.cuda_graph_padding:
-                work.padded_seqs = cuda_graph_rows(seqs) - seqs
-            seconds.append(_iteration_s(times, cfg, work))
+        admitted = _admissions(rng, per_iteration, decoding, cfg.max_num_seqs)
+        seconds = [
+            _mixed_iteration_s(times, cfg, mix, k, decoding, limit, context_per_seq, rng)
+            for k in admitted.tolist()
+        ]
         iteration_s, completed = float(np.mean(seconds)), float(admitted.mean())
     seqs = decoding + completed * float(chunks.mean())
     return Capacity(completed / iteration_s, seqs, limit, iteration_s)
+
+
+def _mixed_iteration_s(
+    times: MeanStepTimes,
+    cfg: ContinuousBatcherConfig,
+    mix: WorkloadMix,
+    admitted: int,
+    decoding: int,
+    limit: str,
+    context_per_seq: float,
+    rng: np.random.Generator,
+) -> float:
+    """One sampled iteration: `admitted` prompts drawn from the mix beside the decodes. Where
+    the slots are the limit they are all full, so the prompts take the place of the sequences
+    that finished; otherwise `decoding` sequences decode, within the slots left."""
+    slots = cfg.max_num_seqs
+    seqs = slots - admitted if limit == "max_num_seqs" else min(decoding, slots - admitted)
+    work = _sampled_prefill(mix, admitted, rng)
+    work.decode_seqs, work.decode_context = seqs, round(seqs * context_per_seq)
+    if admitted == 0 and cfg.cuda_graph_padding:
+        work.padded_seqs = cuda_graph_rows(seqs) - seqs
+    return _iteration_s(times, cfg, work)
 
 
 def _continuous_v0(
@@ -246,9 +260,7 @@ def _continuous_v0(
     padded = cuda_graph_rows(decoding) - decoding if cfg.cuda_graph_padding and decoding else 0
     decode = StepWork(decode_seqs=decoding, decode_context=context, padded_seqs=padded)
     decode_s = _iteration_s(times, cfg, decode) if decoding else 0.0
-    admitted = np.minimum(
-        _nonempty(rng.poisson(per_cycle, ITERATION_SAMPLES), decoding), cfg.max_num_seqs
-    )
+    admitted = _admissions(rng, per_cycle, decoding, cfg.max_num_seqs)
     prefill_s = [
         _iteration_s(times, cfg, _sampled_prefill(mix, k, rng)) if k else 0.0 for k in admitted
     ]
@@ -257,9 +269,10 @@ def _continuous_v0(
     return Capacity(completed / cycle_s, decoding + completed, limit, cycle_s)
 
 
-def _nonempty(admitted: np.ndarray, decoding: int) -> np.ndarray:
-    """The sampled admissions of iterations that have work: a full replica never runs an empty
-    one (with nothing decoding, at least one prompt is admitted)."""
+def _admissions(rng: np.random.Generator, mean: float, decoding: int, slots: int) -> np.ndarray:
+    """Sampled prompts admitted per iteration: Poisson of `mean`, at most `slots`, and at least
+    one where nothing decodes (a full replica never runs an empty iteration)."""
+    admitted = np.minimum(rng.poisson(mean, ITERATION_SAMPLES), slots)
     if decoding > 0:
         return admitted
     admitted = admitted[admitted > 0]

@@ -244,6 +244,17 @@ def length_bounds(dist: LengthDist, base: Path, column: str) -> tuple[int, int |
 # ----------------------------------------------------------------------------- traces
 
 
+def replay_rate_per_s(scenario: Scenario) -> float:
+    """Requests per second of the scenario's trace replayed at ``load_scale = 1``: the arrivals
+    its ``num_requests`` and ``duration_s`` keep, over their span."""
+    wl, sim = scenario.workload, scenario.sim
+    trace = read_trace(resolve_trace(wl.trace or "", Path(scenario.base_dir)), wl.trace_format)
+    times = _clip(trace.arrival_s, sim.duration_s, sim.num_requests)
+    if len(times) < 2 or times[-1] <= times[0]:
+        raise UserError(f"{scenario.name}: workload.trace has no arrival span to take a rate of")
+    return len(times) / float(times[-1] - times[0])
+
+
 def _from_trace(
     trace: Trace,
     wl: WorkloadConfig,

@@ -1,8 +1,10 @@
 """Capacity planning: the fewest replicas that meet SLOs at a rate, the highest rate a fleet holds.
 
 A point (one fleet at one rate, run for several seeds) meets an SLO only if the upper end of the
-95% interval of its metric across seeds is within the limit, and it must not be saturated (see
-:mod:`analysis.saturation`): a saturated fleet's latency only says how long the run was.
+95% interval of its metric across seeds is within the limit, and it must not be saturated: its
+backlog grows by at least MIN_GROWTH_REQUESTS with a 95% interval above zero while it is offered
+at least NEAR_CAPACITY of its capacity (:mod:`analysis.saturation`); a saturated fleet's latency
+only says how long the run was.
 Searches assume that more replicas never hurt and a higher rate never helps.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.economics import GPU_PRICE_DEFAULTS, SECONDS_PER_HOUR, gpu_price
-from analysis.saturation import MIN_GROWTH_REQUESTS
+from analysis.saturation import MIN_GROWTH_REQUESTS, NEAR_CAPACITY
 from sim.errors import UserError
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
@@ -31,6 +33,7 @@ from sim.study.sweep import (
     point_results,
     scenario_source,
 )
+from sim.workload import replay_rate_per_s
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 STATISTICS = ("mean", "p50", "p90", "p99")
@@ -86,7 +89,9 @@ class Verdict:
 def judge(row: Mapping, slos: list[Slo]) -> Verdict:
     """The verdict on a results row (see the module docstring for the rules)."""
     growth, growth_low = row["saturation.backlog_growth"], row["saturation.backlog_growth.ci_low"]
-    saturated = growth >= MIN_GROWTH_REQUESTS and not growth_low <= 0
+    load = row.get("saturation.offered_load", math.nan)  # NaN: capacity unknown
+    near = not load < NEAR_CAPACITY  # a fleet far below capacity grows only while it fills
+    saturated = growth >= MIN_GROWTH_REQUESTS and not growth_low <= 0 and near
     missed, headroom = [], math.inf
     for slo in slos:
         upper = _upper(row, slo.metric)
@@ -443,11 +448,7 @@ def max_rate(
         raise UserError(f"--tolerance {tolerance}: must be between 0 and 1")
     options = _options(src, overrides, gpus, tps, prices)
     base = scenario_from_dict(src.data, src.source, list(overrides))
-    if base.workload.rate is None:
-        raise UserError(
-            f"{src.source}: --max-rate varies workload.rate; arrival = "
-            f"'{base.workload.arrival}' has none (use poisson, gamma or diurnal)"
-        )
+    knob = _rate_knob(base, src.source)
     for option in options:
         _validate(src, (*overrides, *option.overrides()))
     out = Path(out)
@@ -456,22 +457,47 @@ def max_rate(
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp} x{base.fleet.replicas}:")
-            rows.append(
-                _max_rate_option(ev, option, base.fleet.replicas, base.workload.rate, tolerance)
-            )
+            rows.append(_max_rate_option(ev, option, base.fleet.replicas, knob, tolerance))
     table = pd.DataFrame(rows)
     if "usd_per_hour_per_rate" in table:
         table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
 
+@dataclass(frozen=True)
+class RateKnob:
+    """How a rate (req/s) is set: ``workload.rate``, or the ``load_scale`` of a trace replay."""
+
+    start: float  # the scenario's own rate, req/s
+    per_scale: float | None  # a replay's req/s at load_scale 1; None where workload.rate exists
+
+    def item(self, rate: float) -> str:
+        """The ``--set`` item that offers `rate` requests per second."""
+        if self.per_scale is None:
+            return f"workload.rate={rate}"
+        return f"workload.load_scale={_round(rate / self.per_scale)}"
+
+
+def _rate_knob(base: Scenario, source: str) -> RateKnob:
+    wl = base.workload
+    if wl.rate is not None:
+        return RateKnob(wl.rate, None)
+    if wl.arrival == "trace":
+        per_scale = replay_rate_per_s(base)
+        return RateKnob(_round(per_scale * wl.load_scale), per_scale)
+    raise UserError(
+        f"{source}: --max-rate varies workload.rate (or a trace's load_scale); arrival = "
+        f"'{wl.arrival}' has neither (use poisson, gamma, diurnal or trace)"
+    )
+
+
 def _max_rate_option(
-    ev: Evaluator, option: Option, replicas: int, start: float, tolerance: float
+    ev: Evaluator, option: Option, replicas: int, knob: RateKnob, tolerance: float
 ) -> dict:
     row = {"gpu": option.gpu, "tp": option.tp, "replicas": replicas}
     items = option.overrides()
     try:
-        found = highest_rate(lambda r: ev((*items, f"workload.rate={r}")), start, tolerance)
+        found = highest_rate(lambda r: ev((*items, knob.item(r))), knob.start, tolerance)
     except RunFailed as exc:
         return {**row, "status": f"error: {exc}"}
     if found.rate is None or found.at is None:
@@ -480,6 +506,7 @@ def _max_rate_option(
     return {
         **row,
         "max_rate_per_s": found.rate,
+        "capacity_per_s": found.at.row.get("utilization.capacity_per_s", math.nan),
         "usd_per_hour": usd,
         "usd_per_hour_per_rate": usd / found.rate,
         "slo_headroom": found.at.headroom,
