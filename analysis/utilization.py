@@ -44,6 +44,18 @@ FRACTIONS = (
     "kv_occupancy",
 )
 COUNTS = ("queue_length", "running_requests")
+UTILIZATION_KEYS = (  # of the summary's utilization block
+    "capacity_utilization",
+    "capacity_per_s",
+    "nonidle_fraction",
+    "kv_occupancy_mean",
+    "mfu_bf16_peak",
+    "mfu_weight_dtype_peak",
+    "memory_bandwidth_utilization",
+    "queue_length_mean",
+    "running_requests_mean",
+    "decode_batch_mean",
+)
 
 
 @dataclass(frozen=True)
@@ -285,14 +297,15 @@ def fleet_utilization(data: RunData, window: Window, capacity_per_s: float) -> d
 
     `capacity_per_s` is one replica's capacity (requests/s); the fleet's is the sum.
     """
-    if window.duration_s <= 0:
-        return {"capacity_per_s": capacity_per_s * data.scenario.fleet.replicas}
+    fleet_capacity = capacity_per_s * data.scenario.fleet.replicas
+    if window.duration_s <= 0:  # the warm-up outlasted the arrivals: nothing was measured
+        return {**dict.fromkeys(UTILIZATION_KEYS), "capacity_per_s": fleet_capacity}
     totals = replica_totals(data, window, capacity_per_s)
     nonidle = float(totals["nonidle_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
     return {
         "capacity_utilization": float(totals["capacity_utilization"].mean()),
-        "capacity_per_s": capacity_per_s * len(totals),
+        "capacity_per_s": fleet_capacity,
         "nonidle_fraction": float(totals["nonidle_fraction"].mean()),
         "kv_occupancy_mean": float(totals["kv_occupancy"].mean()),
         "mfu_bf16_peak": float(totals["mfu_bf16_peak"].mean()),

@@ -474,7 +474,13 @@ def perf_params(scenario: Scenario) -> PerfParams:
         raise UserError(f"{where}: {exc}") from None
     if not path.is_file():
         raise UserError(f"{where}: no such file {path}")
-    given = cfg.model_fields_set & {"compute_efficiency", "memory_efficiency", "overhead_s"}
+    # a field at its default is no conflict: a saved run's scenario.json spells every default out
+    fields = RooflineConfig.model_fields
+    given = {
+        f
+        for f in cfg.model_fields_set & {"compute_efficiency", "memory_efficiency", "overhead_s"}
+        if getattr(cfg, f) != fields[f].default
+    }
     if given:
         raise UserError(
             f"{scenario.name}: perf.{sorted(given)[0]} cannot be combined with perf.calibration "

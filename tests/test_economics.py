@@ -377,3 +377,19 @@ def test_a_gpu_without_a_default_price_asks_for_one():
     s = _without_gpu_price("fleet.gpu=mi300x", "economics.pricing=reserved")
     with pytest.raises(UserError, match="give economics.gpu_usd_per_hour"):
         gpu_price(s)
+
+
+def test_classes_share_the_cost_by_their_own_prefill_and_decode_work():
+    long_answers = (
+        'workload.classes=[{name = "short", prompt_tokens = {dist = "fixed", value = 500}, '
+        'output_tokens = {dist = "fixed", value = 20}}, {name = "long", prompt_tokens = '
+        '{dist = "fixed", value = 500}, output_tokens = {dist = "fixed", value = 400}}]'
+    )
+    eco = economics(simulate(long_answers))
+    short, long = eco["classes"]["short"], eco["classes"]["long"]
+    assert short["cost_usd"] + long["cost_usd"] == pytest.approx(eco["cost_usd"])
+    # the same prompts cost the same per token; twenty times the output costs far more
+    assert short["cost_per_million_input_tokens_usd"] == pytest.approx(
+        long["cost_per_million_input_tokens_usd"], rel=0.1
+    )
+    assert long["cost_usd"] / long["completed"] > 5 * short["cost_usd"] / short["completed"]

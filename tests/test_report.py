@@ -212,3 +212,11 @@ def test_a_target_margin_of_one_or_more_is_a_clear_error(command, tmp_path, caps
     argv = [command, target, "--out", str(tmp_path / "out"), "--target-margin", "1.5"]
     assert main(argv) == 2
     assert "--target-margin 1.5: must be a fraction below 1" in capsys.readouterr().err
+
+
+def test_a_saved_run_of_a_calibrated_scenario_is_analysed_again(tmp_path):
+    calibrated = ("fleet.gpu=h200", "perf.calibration=builtin:h200_llama-3-8b")
+    run_dir = save_run(tmp_path / "calibrated", *calibrated)
+    summary = curves.load_runs([run_dir])[0].summary
+    assert summary["utilization"]["capacity_per_s"] > 0
+    assert summary["economics"]["input_cost_usd"] > 0
