@@ -32,9 +32,11 @@ swap traffic; each makes a KV-limited estimate slightly optimistic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from sim.batching import cpu_overhead_s
 from sim.batching.continuous import cuda_graph_rows
@@ -47,8 +49,9 @@ from sim.scenario import (
     StaticBatcherConfig,
 )
 
-ITERATION_SAMPLES = 1024  # sampled iterations of continuous batching (about 1% standard error)
-BATCH_SAMPLES = 256  # sampled batches of static and dynamic batching
+PROMPT_SAMPLES = 128  # stratified prompt draws per number of prompts admitted in an iteration
+ADMISSION_TAIL = 1e-5  # admission counts rarer than this x the likeliest one are left out
+BATCH_SAMPLES = 1024  # sampled batches of static and dynamic batching
 SAMPLE_SEED = 0  # the samples are the same for every call: capacity is deterministic
 
 
@@ -134,7 +137,8 @@ class MeanStepTimes:
         if iterations <= 0:
             return 0.0
         if self.service is None:
-            return float(np.sum(self.model.decode_stretch_s(seqs, context_sum, iterations, padded)))
+            durations = self.model.decode_stretch_s(seqs, context_sum, iterations, padded)
+            return float(durations.sum() if isinstance(durations, np.ndarray) else sum(durations))
         factor = seqs if self.service.scale_with_batch else 1
         return iterations * self.service.mean_s * factor
 
@@ -202,36 +206,22 @@ def _continuous_mixed(
         iteration_s = _iteration_s(times, cfg, work)
         completed = per_iteration
     else:  # a Poisson number of whole prompts per iteration, in the slots free for them
-        admitted = _admissions(rng, per_iteration, decoding, cfg.max_num_seqs)
-        seconds = [
-            _mixed_iteration_s(times, cfg, mix, k, decoding, limit, context_per_seq, rng)
-            for k in admitted.tolist()
-        ]
-        iteration_s, completed = float(np.mean(seconds)), float(admitted.mean())
+        slots = cfg.max_num_seqs
+
+        def iteration_s_of(prompts: np.ndarray) -> float:
+            # all slots full: the admitted prompts take the place of the sequences that finished
+            k = len(prompts)
+            seqs = slots - k if limit == "max_num_seqs" else min(decoding, slots - k)
+            work = _prefill_work(mix, prompts)
+            work.decode_seqs, work.decode_context = seqs, round(seqs * context_per_seq)
+            if k == 0 and cfg.cuda_graph_padding:
+                work.padded_seqs = cuda_graph_rows(seqs) - seqs
+            return _iteration_s(times, cfg, work)
+
+        pmf = _admissions(per_iteration, slots, idle_possible=decoding > 0)
+        completed, iteration_s = _expected(pmf, mix, iteration_s_of, rng)
     seqs = decoding + completed * float(chunks.mean())
     return Capacity(completed / iteration_s, seqs, limit, iteration_s)
-
-
-def _mixed_iteration_s(
-    times: MeanStepTimes,
-    cfg: ContinuousBatcherConfig,
-    mix: WorkloadMix,
-    admitted: int,
-    decoding: int,
-    limit: str,
-    context_per_seq: float,
-    rng: np.random.Generator,
-) -> float:
-    """One sampled iteration: `admitted` prompts drawn from the mix beside the decodes. Where
-    the slots are the limit they are all full, so the prompts take the place of the sequences
-    that finished; otherwise `decoding` sequences decode, within the slots left."""
-    slots = cfg.max_num_seqs
-    seqs = slots - admitted if limit == "max_num_seqs" else min(decoding, slots - admitted)
-    work = _sampled_prefill(mix, admitted, rng)
-    work.decode_seqs, work.decode_context = seqs, round(seqs * context_per_seq)
-    if admitted == 0 and cfg.cuda_graph_padding:
-        work.padded_seqs = cuda_graph_rows(seqs) - seqs
-    return _iteration_s(times, cfg, work)
 
 
 def _continuous_v0(
@@ -260,29 +250,61 @@ def _continuous_v0(
     padded = cuda_graph_rows(decoding) - decoding if cfg.cuda_graph_padding and decoding else 0
     decode = StepWork(decode_seqs=decoding, decode_context=context, padded_seqs=padded)
     decode_s = _iteration_s(times, cfg, decode) if decoding else 0.0
-    admitted = _admissions(rng, per_cycle, decoding, cfg.max_num_seqs)
-    prefill_s = [
-        _iteration_s(times, cfg, _sampled_prefill(mix, k, rng)) if k else 0.0 for k in admitted
-    ]
-    cycle_s = decode_s + float(np.mean(prefill_s))
-    completed = float(admitted.mean())
+
+    def cycle_s_of(prompts: np.ndarray) -> float:
+        if len(prompts) == 0:
+            return decode_s
+        return decode_s + _iteration_s(times, cfg, _prefill_work(mix, prompts))
+
+    pmf = _admissions(per_cycle, cfg.max_num_seqs, idle_possible=decoding > 0)
+    completed, cycle_s = _expected(pmf, mix, cycle_s_of, rng)
     return Capacity(completed / cycle_s, decoding + completed, limit, cycle_s)
 
 
-def _admissions(rng: np.random.Generator, mean: float, decoding: int, slots: int) -> np.ndarray:
-    """Sampled prompts admitted per iteration: Poisson of `mean`, at most `slots`, and at least
-    one where nothing decodes (a full replica never runs an empty iteration)."""
-    admitted = np.minimum(rng.poisson(mean, ITERATION_SAMPLES), slots)
-    if decoding > 0:
-        return admitted
-    admitted = admitted[admitted > 0]
-    return admitted if len(admitted) else np.ones(1, dtype=np.int64)
+def _admissions(mean: float, slots: int, idle_possible: bool) -> dict[int, float]:
+    """Probabilities of admitting k prompts in an iteration: Poisson of `mean`, at most `slots`
+    (the rest of the tail goes to `slots`), k below ADMISSION_TAIL dropped; never 0 unless the
+    iteration has other work (a full replica runs no empty iteration)."""
+    ks = np.arange(slots + 1)
+    probs = stats.poisson.pmf(ks, mean)
+    probs[-1] += stats.poisson.sf(slots, mean)
+    if not idle_possible:
+        probs[0] = 0.0
+    keep = probs >= ADMISSION_TAIL * probs.max()
+    return dict(zip(ks[keep].tolist(), (probs[keep] / probs[keep].sum()).tolist(), strict=True))
 
 
-def _sampled_prefill(mix: WorkloadMix, admitted: int, rng: np.random.Generator) -> StepWork:
-    """The prefill work of `admitted` whole prompts drawn from the mix."""
+def _expected(
+    pmf: dict[int, float],
+    mix: WorkloadMix,
+    duration_s: Callable[[np.ndarray], float],
+    rng: np.random.Generator,
+) -> tuple[float, float]:
+    """Mean prompts admitted and mean duration of an iteration (s), over the admission counts
+    of `pmf` and, for each count, PROMPT_SAMPLES draws of the prompts from the mix (a Latin
+    hypercube: each draw position covers the mix's prompt lengths evenly)."""
+    order = np.argsort(mix.uncached_tokens, kind="stable")
+    seconds = 0.0
+    for k, p in pmf.items():
+        draws = _stratified(order, k, rng)
+        seconds += p * float(np.mean([duration_s(row) for row in draws]))
+    return sum(k * p for k, p in pmf.items()), seconds
+
+
+def _stratified(order: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """PROMPT_SAMPLES rows of `k` request indices; column j takes each 1/PROMPT_SAMPLES quantile
+    of `order` (requests sorted by prompt length) once, in its own random order."""
+    if k == 0:
+        return np.zeros((1, 0), dtype=np.int64)
+    strata = np.stack([rng.permutation(PROMPT_SAMPLES) for _ in range(k)], axis=1)
+    quantiles = (strata + rng.random(strata.shape)) / PROMPT_SAMPLES
+    return order[(quantiles * len(order)).astype(np.int64)]
+
+
+def _prefill_work(mix: WorkloadMix, requests: np.ndarray) -> StepWork:
+    """The prefill work of the whole prompts of `requests` (indices into the mix)."""
     work = StepWork()
-    for i in rng.integers(0, len(mix.prompt_tokens), admitted):
+    for i in requests.tolist():
         work.add_prefill(int(mix.uncached_tokens[i]), int(mix.cached_prompt_tokens[i]), True)
     return work
 
