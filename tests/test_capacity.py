@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+import sim.capacity as capacity_module
 from analysis.rundata import RunData
 from analysis.summary import summarize
 from sim.capacity import WorkloadMix, scenario_capacity
@@ -92,3 +94,18 @@ def test_a_small_kv_cache_limits_the_batch_and_the_capacity():
 def test_capacity_is_the_same_number_every_time_it_is_computed():
     mix = WorkloadMix.of([500, 1500, 800], [100, 300, 20])
     assert scenario_capacity(scenario(), mix) == scenario_capacity(scenario(), mix)
+
+
+@pytest.mark.parametrize(("policy", "spread"), [("continuous", 0.005), ("static", 0.05)])
+def test_capacity_hardly_depends_on_the_seed_of_its_samples(policy, spread, monkeypatch):
+    s = load_scenario(POLICIES / f"{policy}.toml")
+    lengths = np.random.default_rng(7)
+    mix = WorkloadMix.of(
+        np.minimum(lengths.lognormal(6.7, 0.9, 4000).astype(int) + 1, 8000),
+        np.minimum(lengths.lognormal(4.9, 0.8, 4000).astype(int) + 1, 2000),
+    )
+    values = []
+    for seed in range(4):
+        monkeypatch.setattr(capacity_module, "SAMPLE_SEED", seed)
+        values.append(scenario_capacity(s, mix).requests_per_s)
+    assert (max(values) - min(values)) / np.mean(values) < spread
