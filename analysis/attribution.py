@@ -36,7 +36,7 @@ def prefill_fraction(data: RunData) -> np.ndarray:
     mixed = (p > 0) & (d > 0)
     if not mixed.any():
         return share
-    model = make_step_time_model(data.scenario, np.random.default_rng(0))
+    model = make_step_time_model(data.spec.pools[0], np.random.default_rng(0))
     if isinstance(model, ServiceTime):
         share[mixed] = seqs[mixed] / (seqs[mixed] + d[mixed])
         return share

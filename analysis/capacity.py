@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from analysis.rundata import RunData
 from analysis.window import Window
-from sim.capacity import SAMPLE_SEED, Capacity, WorkloadMix, replica_capacity
-from sim.perf import make_step_time_model
+from sim.capacity import Capacity, WorkloadMix, pool_capacity
 
 
 def workload_mix(data: RunData, window: Window) -> WorkloadMix:
@@ -20,10 +17,9 @@ def workload_mix(data: RunData, window: Window) -> WorkloadMix:
 
 
 def run_capacity(data: RunData, window: Window) -> Capacity | None:
-    """What one replica of the run completes per second when kept full, with the KV-cache blocks
-    the run had (None when no request was routed)."""
+    """What one replica of the run completes per second when kept full, as resolved for the run
+    (its step-time parameters, batcher and KV-cache blocks; None when no request was routed).
+    One pool: the first (a per-pool capacity is this per pool)."""
     if not (data.requests["status"] != "rejected").any():
         return None
-    model = make_step_time_model(data.scenario, np.random.default_rng(SAMPLE_SEED))
-    mix = workload_mix(data, window)
-    return replica_capacity(model, data.scenario.batcher, data.kv_capacity_blocks, mix)
+    return pool_capacity(data.spec.pools[0], workload_mix(data, window))

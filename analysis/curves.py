@@ -21,7 +21,6 @@ from analysis.metrics import latencies
 from analysis.rundata import RunData, load_run
 from analysis.summary import summarize
 from analysis.utilization import fleet_timeline, replica_timeline
-from sim.study.stats import flatten
 
 IDENTITY = ("scenario", "gpu", "tp", "replicas", "pricing", "offered_rate_rps", "max_num_seqs")
 NOT_IDENTITY = ("base_dir", "sim.seed")  # differ between copies and seeds of one series
@@ -147,7 +146,8 @@ def _differing_fields(runs: list[Run]) -> list[dict[str, object]]:
     """Per run, the flattened scenario fields whose values are not the same in every run."""
     flat = []
     for run in runs:
-        fields = flatten(run.data.scenario.model_dump(mode="json"))
+        dump = run.data.scenario.model_dump(mode="json")
+        fields = pd.json_normalize(dump, sep=".").iloc[0].to_dict()
         flat.append({k: _scalar(v) for k, v in fields.items() if k not in NOT_IDENTITY})
     keys = list(dict.fromkeys(k for f in flat for k in f))
     differing = [k for k in keys if len({f.get(k) for f in flat}) > 1]
@@ -231,7 +231,7 @@ def latency_vs_load(table: pd.DataFrame) -> pd.DataFrame:
 def utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
     """The fleet's utilization per time window (columns of :func:`fleet_timeline`)."""
     capacity = run.summary["utilization"]["capacity_per_s"] or float("nan")
-    per_replica = capacity / run.data.scenario.fleet.replicas
+    per_replica = capacity / run.data.spec.num_replicas
     return fleet_timeline(replica_timeline(run.data, per_replica, window_s))
 
 

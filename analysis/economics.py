@@ -21,71 +21,16 @@ from analysis.metrics import TRACE_CLASS, distribution, slo_missed
 from analysis.rundata import RunData
 from analysis.utilization import nonidle_s_per_replica
 from analysis.window import Window, completed_in, measurement_window
-from sim.errors import UserError
 from sim.scenario import EconomicsConfig, RequestClass, Scenario
 
 SECONDS_PER_HOUR = 3600.0
-HOURS_PER_YEAR = 8760.0  # 365-day years, for amortising owned GPUs
 JOULES_PER_KWH = 3.6e6
 CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix cache
 
 
-@dataclass(frozen=True)
-class GpuPrice:
-    """A default price of one GPU-hour and the row of sim/data/catalog/prices.csv it comes from."""
-
-    usd_per_gpu_hour: float
-    source: str
-
-
-_CW = "sim/data/catalog/prices.csv: CoreWeave, "
-_AWS_CB = "sim/data/catalog/prices.csv: AWS, p5.48xlarge (EC2 Capacity Blocks), valid to 2025-01-01"
-
-# (catalogue gpu id, pricing mode) -> default price. Instance prices are divided by the GPUs of
-# the instance; spot prices are those quoted in the notes of the same row.
-GPU_PRICE_DEFAULTS: dict[tuple[str, str], GpuPrice] = {
-    ("a100", "on_demand"): GpuPrice(2.70, _CW + "NVIDIA A100 (8x 80GB), on-demand, 2026-09-20"),
-    ("a100", "spot"): GpuPrice(9.65 / 8, _CW + "NVIDIA A100 (8x 80GB), notes: spot $9.65/h / 8"),
-    ("h100", "on_demand"): GpuPrice(6.155, _CW + "NVIDIA HGX H100, on-demand, 2026-09-20"),
-    ("h100", "reserved"): GpuPrice(4.916, _AWS_CB + " (8x H100 $39.33/h)"),
-    ("h100", "spot"): GpuPrice(19.71 / 8, _CW + "NVIDIA HGX H100, notes: spot $19.71/h / 8"),
-    ("h200", "on_demand"): GpuPrice(6.305, _CW + "NVIDIA HGX H200, on-demand, 2026-09-20"),
-    ("h200", "reserved"): GpuPrice(43.26 / 8, _AWS_CB + ", notes: p5e.48xlarge 8x H200 $43.26/h"),
-    ("h200", "spot"): GpuPrice(20.93 / 8, _CW + "NVIDIA HGX H200, notes: spot $20.93/h / 8"),
-    ("b200", "on_demand"): GpuPrice(8.60, _CW + "NVIDIA HGX B200, on-demand, 2026-09-20"),
-    ("b200", "spot"): GpuPrice(34.11 / 8, _CW + "NVIDIA HGX B200, notes: spot $34.11/h / 8"),
-}
-
-
 def gpu_hours(data: RunData, span: Window) -> float:
     """Provisioned GPU time of `span`: every GPU of every replica, busy or not (hours)."""
-    fleet = data.scenario.fleet
-    return fleet.replicas * fleet.tp * span.duration_s / SECONDS_PER_HOUR
-
-
-def gpu_price(scenario: Scenario) -> GpuPrice:
-    """The price of one GPU-hour under the scenario's pricing mode, with its source.
-
-    Raises UserError when a rented mode gives no price and the defaults table has none.
-    """
-    eco = scenario.economics
-    assert eco is not None
-    source = eco.price_source or "scenario [economics]"
-    if eco.pricing == "owned":
-        assert eco.purchase_usd_per_gpu is not None and eco.amortization_years is not None
-        hourly = eco.purchase_usd_per_gpu / (eco.amortization_years * HOURS_PER_YEAR)
-        return GpuPrice(hourly, f"{source}: purchase amortised over {eco.amortization_years} y")
-    if eco.gpu_usd_per_hour is not None:
-        return GpuPrice(eco.gpu_usd_per_hour, source)
-    default = GPU_PRICE_DEFAULTS.get((scenario.fleet.gpu, eco.pricing))
-    if default is None:
-        known = ", ".join(f"{g}/{m}" for g, m in GPU_PRICE_DEFAULTS)
-        raise UserError(
-            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu "
-            f"'{scenario.fleet.gpu}' with pricing '{eco.pricing}' (defaults exist for {known}); "
-            f"give economics.gpu_usd_per_hour"
-        )
-    return default
+    return sum(p.gpus for p in data.spec.pools) * span.duration_s / SECONDS_PER_HOUR
 
 
 def energy_kwh(data: RunData, span: Window) -> float:
@@ -94,11 +39,12 @@ def energy_kwh(data: RunData, span: Window) -> float:
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    tdp_w = float(data.resolved["accelerator"]["tdp_w"])
+    pool = data.spec.pools[0]
     busy_s = nonidle_s_per_replica(data, span)
     idle_s = span.duration_s - busy_s
-    watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum() * tdp_w
-    return float(watt_s * data.scenario.fleet.tp * e.pue / JOULES_PER_KWH)
+    watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
+    watt_s *= pool.accelerator.tdp_w
+    return float(watt_s * pool.tp * e.pue / JOULES_PER_KWH)
 
 
 @dataclass(frozen=True)
@@ -120,11 +66,13 @@ def span_cost(data: RunData, span: Window) -> Cost:
     """The cost of the fleet over `span` under the scenario's [economics]."""
     eco = data.scenario.economics
     assert eco is not None
+    price = data.spec.pools[0].price
+    assert price is not None  # resolved with [economics]
     hours = gpu_hours(data, span)
     kwh = energy_kwh(data, span)
     return Cost(
         hours,
-        hours * gpu_price(data.scenario).usd_per_gpu_hour,
+        hours * price.usd_per_gpu_hour,
         hours * eco.overhead_usd_per_gpu_hour,
         kwh,
         kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0),
@@ -329,8 +277,8 @@ def _steady_money(
     requests' revenue and cost are `req` (:func:`request_revenue`, :func:`_with_costs`) and
     whose cost is `cost`."""
     eco = data.scenario.economics
-    assert eco is not None
-    price = gpu_price(data.scenario)
+    price = data.spec.pools[0].price
+    assert eco is not None and price is not None
     total = cost.total_usd
     input_cost = _scaled(total, split.prefill_fraction)
     output_cost = None if input_cost is None else total - input_cost

@@ -1,7 +1,10 @@
-"""A run as analysis sees it: the two trace tables plus the resolved scenario and run facts.
+"""A run as analysis sees it: the two trace tables plus the resolved run and its facts.
 
 Everything in ``analysis`` starts from a :class:`RunData`, loaded from a run directory or taken
-from an in-memory result, so a saved run can be re-analysed without re-simulating.
+from an in-memory result, so a saved run can be re-analysed without re-simulating. The resolved
+run (:class:`~sim.runspec.RunSpec`: pools with their accelerator, model shape, KV capacity and
+GPU price) is read back from scenario.json as it was saved, without the catalogue, calibration
+files or price table.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
+from sim.runspec import RunSpec, read_run_spec
 from sim.scenario import Scenario
 
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
@@ -25,9 +29,12 @@ class RunData:
 
     requests: pd.DataFrame
     steps: pd.DataFrame
-    scenario: Scenario
-    resolved: dict
+    spec: RunSpec
     run: dict
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.spec.scenario
 
     @property
     def simulated_s(self) -> float:
@@ -35,7 +42,8 @@ class RunData:
 
     @property
     def kv_capacity_blocks(self) -> int:
-        return int(self.resolved["kv_capacity_blocks"])
+        """KV-cache blocks of one replica (of the first pool)."""
+        return self.spec.pools[0].kv_capacity_blocks
 
     @property
     def measured(self) -> pd.DataFrame:
@@ -45,13 +53,8 @@ class RunData:
     @classmethod
     def from_result(cls, result) -> RunData:
         """From an in-memory ``sim.engine.RunResult``."""
-        resolved = result.resolved_scenario()
         return cls(
-            result.requests.to_pandas(),
-            result.steps.to_pandas(),
-            result.scenario,
-            resolved["resolved"],
-            result.run_facts(),
+            result.requests.to_pandas(), result.steps.to_pandas(), result.spec, result.run_facts()
         )
 
 
@@ -61,11 +64,9 @@ def load_run(run_dir: str | Path) -> RunData:
     missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
     if missing:
         raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
-    resolved = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
     return RunData(
         pq.read_table(run_dir / "requests.parquet").to_pandas(),
         pq.read_table(run_dir / "steps.parquet").to_pandas(),
-        Scenario.model_validate(resolved["scenario"]),
-        resolved["resolved"],
+        read_run_spec(run_dir / "scenario.json"),
         json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
     )

@@ -32,7 +32,7 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     measured = data.measured
     capacity = run_capacity(data, window)
     per_replica = math.nan if capacity is None else capacity.requests_per_s
-    fleet_capacity = None if capacity is None else per_replica * data.scenario.fleet.replicas
+    fleet_capacity = None if capacity is None else per_replica * data.spec.num_replicas
     return {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],

@@ -33,7 +33,8 @@ import pandas as pd
 
 from analysis.rundata import RunData
 from analysis.window import Window, completed_in
-from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
+from sim.catalog import BYTES_PER_DTYPE
+from sim.runspec import PoolSpec
 
 FRACTIONS = (
     "capacity_utilization",
@@ -75,13 +76,10 @@ class ShapeCounts:
     peak_bytes_per_s: float
 
     @classmethod
-    def of(cls, data: RunData) -> ShapeCounts:
-        """From the resolved model shape and accelerator stored with the run."""
-        m = ModelShape.model_validate(data.resolved["model_shape"])
-        gpu = Accelerator.model_validate(data.resolved["accelerator"])
-        tp = data.scenario.fleet.tp
-        dtypes = data.scenario.model
-        w = BYTES_PER_DTYPE[dtypes.weight_dtype]
+    def of(cls, pool: PoolSpec) -> ShapeCounts:
+        """From the model shape, dtypes and accelerator of a pool's replicas."""
+        m, gpu, tp = pool.model_shape, pool.accelerator, pool.tp
+        w = BYTES_PER_DTYPE[pool.weight_dtype]
         head_params = m.vocab * m.hidden
         dense_params = m.layers * (m.attn_params_per_layer + m.router_params_per_layer)
         return cls(
@@ -90,11 +88,11 @@ class ShapeCounts:
             attention_flops_per_position=4.0 * m.layers * m.heads * m.head_dim,
             dense_weight_bytes=w * (dense_params + head_params),
             expert_bytes=w * m.layers * m.expert_params,
-            kv_bytes_per_token=m.kv_values_per_token * BYTES_PER_DTYPE[dtypes.kv_dtype],
+            kv_bytes_per_token=m.kv_values_per_token * BYTES_PER_DTYPE[pool.kv_dtype],
             experts=m.experts,
             experts_per_token=m.experts_per_token,
             peak_bf16_flops=gpu.peak_flops("bf16") * tp,
-            peak_weight_dtype_flops=gpu.peak_flops(dtypes.weight_dtype) * tp,
+            peak_weight_dtype_flops=gpu.peak_flops(pool.weight_dtype) * tp,
             peak_bytes_per_s=gpu.mem_bw_gb_s * 1e9 * tp,
         )
 
@@ -108,7 +106,7 @@ class ShapeCounts:
 def step_work(data: RunData) -> pd.DataFrame:
     """The steps trace with the FLOPs and bytes of each interval (all its iterations)."""
     s = data.steps
-    c = ShapeCounts.of(data)
+    c = ShapeCounts.of(data.spec.pools[0])
     k = s["iterations"].to_numpy(np.float64)
     d = s["decode_seqs"].to_numpy(np.float64)
     tokens_per_iteration = s["prefill_tokens"].to_numpy(np.float64) + d
@@ -215,11 +213,11 @@ def replica_totals(data: RunData, window: Window, capacity_per_s: float) -> pd.D
 
 def _replica_windows(data: RunData, edges: np.ndarray, capacity_per_s: float) -> pd.DataFrame:
     length = np.diff(edges)
-    counts = ShapeCounts.of(data)
+    counts = ShapeCounts.of(data.spec.pools[0])
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica in range(data.scenario.fleet.replicas):
+    for replica in range(data.spec.num_replicas):
         w = work[work["replica"] == replica]
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
@@ -289,7 +287,7 @@ def nonidle_s_per_replica(data: RunData, window: Window | None = None) -> np.nda
     start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
     seconds = end - start if window is None else window.clip(start, end)
     per = pd.Series(seconds).groupby(steps["replica"].to_numpy()).sum()
-    return per.reindex(range(data.scenario.fleet.replicas), fill_value=0.0).to_numpy()
+    return per.reindex(range(data.spec.num_replicas), fill_value=0.0).to_numpy()
 
 
 def fleet_utilization(data: RunData, window: Window, capacity_per_s: float) -> dict:
@@ -297,7 +295,7 @@ def fleet_utilization(data: RunData, window: Window, capacity_per_s: float) -> d
 
     `capacity_per_s` is one replica's capacity (requests/s); the fleet's is the sum.
     """
-    fleet_capacity = capacity_per_s * data.scenario.fleet.replicas
+    fleet_capacity = capacity_per_s * data.spec.num_replicas
     if window.duration_s <= 0:  # the warm-up outlasted the arrivals: nothing was measured
         return {**dict.fromkeys(UTILIZATION_KEYS), "capacity_per_s": fleet_capacity}
     totals = replica_totals(data, window, capacity_per_s)

@@ -40,14 +40,9 @@ from scipy import stats
 
 from sim.batching import cpu_overhead_s
 from sim.batching.continuous import cuda_graph_rows
-from sim.memory import kv_capacity_blocks
 from sim.perf import ServiceTime, StepTimeModel, StepWork, make_step_time_model
-from sim.scenario import (
-    BatcherConfig,
-    ContinuousBatcherConfig,
-    Scenario,
-    StaticBatcherConfig,
-)
+from sim.runspec import PoolSpec
+from sim.scenario import BatcherConfig, ContinuousBatcherConfig, StaticBatcherConfig
 
 PROMPT_SAMPLES = 128  # stratified prompt draws per number of prompts admitted in an iteration
 ADMISSION_TAIL = 1e-5  # admission counts rarer than this x the likeliest one are left out
@@ -99,10 +94,10 @@ class Capacity:
     iteration_s: float
 
 
-def scenario_capacity(scenario: Scenario, mix: WorkloadMix) -> Capacity:
-    """Capacity of one replica of `scenario` for `mix`."""
-    model = make_step_time_model(scenario, np.random.default_rng(SAMPLE_SEED))
-    return replica_capacity(model, scenario.batcher, kv_capacity_blocks(scenario), mix)
+def pool_capacity(pool: PoolSpec, mix: WorkloadMix) -> Capacity:
+    """Capacity of one replica of `pool` (a resolved pool of a RunSpec) for `mix`."""
+    model = make_step_time_model(pool, np.random.default_rng(SAMPLE_SEED))
+    return replica_capacity(model, pool.batcher, pool.kv_capacity_blocks, mix)
 
 
 def replica_capacity(

@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sim import perf_cli
 from sim.compare_cli import add_compare
@@ -16,10 +17,15 @@ from sim.errors import UserError
 from sim.report_cli import add_report
 from sim.study.commands import add_plan, add_sweep
 
+if TYPE_CHECKING:
+    from sim.runspec import RunSpec
+
 
 def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="simulate one scenario and write its traces and summary")
-    p.add_argument("scenario", help="scenario TOML file")
+    p.add_argument(
+        "scenario", help="scenario TOML file, or a run's scenario.json to run it again as it was"
+    )
     p.add_argument("--out", help="run directory (default: runs/<scenario name>)")
     p.add_argument("--seed", type=int, help="override sim.seed")
     add_target_margin_option(p)
@@ -58,18 +64,14 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from analysis.economics import gpu_price
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
-    from sim.scenario import load_scenario
 
     target_margin = check_target_margin(args.target_margin)
-    scenario = load_scenario(args.scenario, args.overrides)
-    if scenario.economics is not None:
-        gpu_price(scenario)  # a missing GPU price is an error before, not after, simulating
-    result = run(scenario, seed=args.seed, progress=True)
-    out = Path(args.out or Path("runs") / scenario.name)
+    spec = load_run_spec(args.scenario, args.overrides)
+    result = run(spec, seed=args.seed, progress=True)
+    out = Path(args.out or Path("runs") / spec.name)
     result.save(out)
     summary = write_summary(out, RunData.from_result(result), target_margin)
     print(format_summary(summary))
@@ -93,6 +95,26 @@ def saturation_warning(s: dict) -> str | None:
         f"{sat['backlog_growth']:.0f} requests over the measurement window and held "
         f"{sat['backlog_end']} at its end; latency and margin describe an overloaded fleet"
     )
+
+
+def load_run_spec(path: str, overrides: list[str]) -> RunSpec:
+    """A scenario file resolved (every error raised now), or a saved run's scenario.json.
+
+    A saved run carries its resolved pools (calibration loaded, catalogue entries, prices) and
+    trace files, so it runs again as it was; ``--set`` does not apply to it.
+    """
+    from sim.resolve import resolve
+    from sim.runspec import read_run_spec
+    from sim.scenario import load_scenario
+
+    if Path(path).suffix == ".json":
+        if overrides:
+            raise UserError(
+                f"{path}: --set applies to scenario TOML files; a saved run's scenario.json "
+                f"runs again as it was"
+            )
+        return read_run_spec(path)
+    return resolve(load_scenario(path, overrides))
 
 
 def format_summary(s: dict) -> str:

@@ -7,27 +7,21 @@ import math
 import os
 import time
 from array import array
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import simpy
-from simpy.core import URGENT
 from tqdm import tqdm
 
-from sim.batching import make_batcher
-from sim.errors import UserError
-from sim.memory import kv_capacity_blocks, swap_s_per_block
-from sim.perf import make_step_time_model
+from sim.fleet import Fleet, schedule_urgent
 from sim.recorder import Recorder, write_table
-from sim.replica import Replica
 from sim.request import Request
-from sim.router import Router, make_router
+from sim.resolve import resolve
+from sim.runspec import RunSpec
 from sim.scenario import Scenario
-from sim.workload import Workload, arrivals_end_s, generate_workload, length_bounds
+from sim.workload import Workload, arrivals_end_s, generate_workload
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
@@ -46,16 +40,19 @@ def events_scheduled(env: simpy.Environment) -> int:
 
 @dataclass
 class RunResult:
-    """The traces and facts of one simulation run."""
+    """The traces and facts of one simulation run; `spec` holds the seed the run used."""
 
-    scenario: Scenario
+    spec: RunSpec
     seed: int
     requests: pa.Table
     steps: pa.Table
     simulated_s: float
     wall_s: float
     events: int
-    kv_capacity_blocks: int
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.spec.scenario
 
     def run_facts(self) -> dict:
         """Engine facts stored beside the traces (run.json)."""
@@ -64,20 +61,6 @@ class RunResult:
             "simulated_s": self.simulated_s,
             "wall_s": self.wall_s,
             "events": self.events,
-            "kv_capacity_blocks": self.kv_capacity_blocks,
-        }
-
-    def resolved_scenario(self) -> dict:
-        """The scenario with every catalogue reference spelled out (scenario.json)."""
-        s = self.scenario
-        return {
-            "scenario": s.model_dump(mode="json"),
-            "resolved": {
-                "accelerator": s.accelerator().model_dump(mode="json"),
-                "model_shape": s.model_shape().model_dump(mode="json"),
-                "kv_capacity_blocks": self.kv_capacity_blocks,
-                "gpus_per_replica": s.fleet.tp,
-            },
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -86,7 +69,7 @@ class RunResult:
         out.mkdir(parents=True, exist_ok=True)
         write_table(self.requests, out / "requests.parquet")
         write_table(self.steps, out / "steps.parquet")
-        _write_json(out / "scenario.json", self.resolved_scenario())
+        _write_json(out / "scenario.json", self.spec.to_json())
         _write_json(out / "run.json", self.run_facts())
         return out
 
@@ -102,55 +85,39 @@ def make_streams(seed: int) -> dict[str, np.random.SeedSequence]:
     return dict(zip(STREAMS, np.random.SeedSequence(seed).spawn(len(STREAMS)), strict=True))
 
 
-def run(scenario: Scenario, seed: int | None = None, progress: bool = False) -> RunResult:
-    """Simulate `scenario` with `seed` (default: the scenario's) and return its traces."""
-    seed = scenario.sim.seed if seed is None else seed
+def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = False) -> RunResult:
+    """Simulate a run with `seed` (default: the scenario's) and return its traces.
+
+    A Scenario is resolved first (``sim.resolve``); a RunSpec runs as it is.
+    """
+    spec = resolve(scenario) if isinstance(scenario, Scenario) else scenario
+    seed = spec.scenario.sim.seed if seed is None else seed
+    spec = spec.with_seed(seed)
+    sim = spec.scenario.sim
     wall_start = time.perf_counter()
     streams = make_streams(seed)
     rngs = {name: np.random.default_rng(seq) for name, seq in streams.items()}
-    workload = generate_workload(scenario, rngs)
-    capacity = kv_capacity_blocks(scenario)
-    _check_prompts_can_fit(scenario, capacity)
+    workload = generate_workload(spec.scenario, spec.trace_files, rngs)
 
     env = simpy.Environment()
     recorder = Recorder(workload)
-    perf_seeds = streams["perf"].spawn(scenario.fleet.replicas)
-    replicas = [
-        Replica(
-            env,
-            i,
-            make_batcher(
-                scenario.batcher,
-                capacity,
-                recorder,
-                swap_s_per_block(scenario),
-                workload.prefix_block_tokens,
-            ),
-            make_step_time_model(scenario, np.random.default_rng(perf_seeds[i])),
-            recorder,
-            scenario.sim.step_compression,
-        )
-        for i in range(scenario.fleet.replicas)
-    ]
-    router = make_router(scenario.fleet.router, replicas)
-    feed = ArrivalFeed(env, workload, replicas, router, recorder)
-    recorder.on_leave = feed.left
-    feed.start()
-    horizon = None if scenario.sim.drain else scenario.sim.duration_s
+    perf_seeds = streams["perf"].spawn(spec.num_replicas)
+    fleet = Fleet(env, spec, recorder, perf_seeds, workload.prefix_block_tokens)
+    ArrivalFeed(env, workload, fleet).start()
+    horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
     steps = recorder.steps_table()
     end = horizon if horizon is not None else _last_activity_s(workload, steps)
-    end = max(end, arrivals_end_s(scenario.sim, scenario.workload.arrival, workload.arrival_s))
+    end = max(end, arrivals_end_s(sim, spec.scenario.workload.arrival, workload.arrival_s))
     return RunResult(
-        scenario=scenario,
+        spec=spec,
         seed=seed,
         requests=recorder.requests_table(),
         steps=steps,
         simulated_s=float(end),
         wall_s=time.perf_counter() - wall_start,
         events=events_scheduled(env),
-        kv_capacity_blocks=capacity,
     )
 
 
@@ -162,27 +129,14 @@ def _last_activity_s(workload: Workload, steps: pa.Table) -> float:
 
 
 class ArrivalFeed:
-    """Feeds every request, in arrival order, to the router and the chosen replica.
+    """Hands every request, in arrival order, to the fleet.
 
     One URGENT event per distinct arrival time (processed before iteration boundaries at the
     same time); its callback submits the request(s) arriving then and schedules the next.
-    A chain of callbacks rather than a SimPy process: it skips the generator resumption.
-
-    A request the router holds (``choose()`` returns None) waits in the fleet's FIFO `held`;
-    when a request leaves a replica, an URGENT event at the same time dispatches held requests
-    while the router finds them a replica (an event rather than a direct call, so that no
-    request enters a batcher in the middle of its own bookkeeping).
     """
 
-    def __init__(
-        self,
-        env: simpy.Environment,
-        workload: Workload,
-        replicas: list[Replica],
-        router: Router,
-        recorder: Recorder,
-    ) -> None:
-        self.env, self.replicas, self.router, self.recorder = env, replicas, router, recorder
+    def __init__(self, env: simpy.Environment, workload: Workload, fleet: Fleet) -> None:
+        self.env, self.fleet = env, fleet
         # array buffers rather than lists: a million Python numbers would cost ~100 MB
         self._arrival_s = _buffer(workload.arrival_s, "d")
         self._prompts = _buffer(workload.prompt_tokens, "q")
@@ -191,61 +145,30 @@ class ArrivalFeed:
         self._priorities = workload.class_priorities
         self._prefixes = workload.prefix_hashes
         self._next = 0
-        self.held: deque[Request] = deque()
-        self._dispatch_pending = False
 
     def start(self) -> None:
         """Schedule the first arrival."""
         if self._arrival_s:
-            self._schedule(self._arrival_s[0])
-
-    def left(self, index: int) -> None:
-        """A request left replica `index`: tell the router; dispatch held requests soon."""
-        self.router.left(index)
-        if self.held and not self._dispatch_pending:
-            self._dispatch_pending = True
-            self._schedule(self.env.now, self._dispatch_held)
-
-    def _dispatch_held(self, _event: simpy.Event) -> None:
-        self._dispatch_pending = False
-        held, choose = self.held, self.router.choose
-        while held and (index := choose()) is not None:
-            req = held.popleft()
-            self.recorder.replica[req.rid] = index
-            self.replicas[index].submit(req)
-
-    def _schedule(self, at_s: float, callback: Callable[[simpy.Event], None] | None = None) -> None:
-        """An URGENT event at `at_s` whose callback is `callback` (default: the next arrival)."""
-        event = simpy.Event(self.env)
-        event._ok, event._value = True, None
-        event.callbacks.append(callback or self._arrive)
-        self.env.schedule(event, URGENT, at_s - self.env.now)
+            schedule_urgent(self.env, self._arrival_s[0], self._arrive)
 
     def _arrive(self, _event: simpy.Event) -> None:
         """Submit the request this event is for and any due at the same time; schedule the next."""
         now, arrivals, rid = self.env.now, self._arrival_s, self._next
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
-        prompts, outputs = self._prompts, self._outputs
-        chosen, replicas, choose = self.recorder.replica, self.replicas, self.router.choose
-        held = self.held
+        prompts, outputs, submit = self._prompts, self._outputs, self.fleet.submit
         while True:
             cls = classes[rid]
             prefix = prefixes[rid] if prefixes else ()
             req = Request(
                 rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
             )
-            index = None if held else choose()  # nobody overtakes a held request
-            if index is None:
-                held.append(req)
-            else:
-                chosen[rid] = index
-                replicas[index].submit(req)
+            submit(req)
             rid += 1
             if rid == len(arrivals) or arrivals[rid] > now:
                 break
         self._next = rid
         if rid < len(arrivals):
-            self._schedule(arrivals[rid])
+            schedule_urgent(self.env, arrivals[rid], self._arrive)
 
 
 def _buffer(values: np.ndarray, typecode: str) -> array:
@@ -276,20 +199,3 @@ def _run_env(
             if not processed % PROGRESS_EVERY_EVENTS:
                 bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
         bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
-
-
-def _check_prompts_can_fit(scenario: Scenario, capacity_blocks: int) -> None:
-    """Refuse a class whose every prompt is longer than a replica's whole KV cache."""
-    block_size = scenario.batcher.block_size
-    for cls in scenario.workload.classes:
-        if cls.prompt_tokens is None:
-            continue
-        shortest, _ = length_bounds(cls.prompt_tokens, Path(scenario.base_dir), "prompt")
-        if shortest > capacity_blocks * block_size:
-            raise UserError(
-                f"{scenario.name}: workload.classes '{cls.name}': prompt_tokens of at least "
-                f"{shortest} tokens never fit the KV cache of a replica "
-                f"({capacity_blocks * block_size} tokens on fleet.tp = {scenario.fleet.tp} x "
-                f"'{scenario.fleet.gpu}'); shorten the prompts or add memory (tp, gpu, "
-                f"gpu_memory_utilization)"
-            )

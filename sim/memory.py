@@ -2,46 +2,36 @@
 
 from __future__ import annotations
 
-from sim.catalog import BYTES_PER_DTYPE
-from sim.errors import UserError
-from sim.scenario import Scenario
+from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
 
 
-def weight_bytes(scenario: Scenario) -> float:
-    """Bytes of the model's weights at the scenario's weight precision (whole replica)."""
-    return scenario.model_shape().total_params * BYTES_PER_DTYPE[scenario.model.weight_dtype]
+def weight_bytes(model: ModelShape, weight_dtype: str) -> float:
+    """Bytes of the model's weights at `weight_dtype` (whole replica, all `tp` GPUs)."""
+    return model.total_params * BYTES_PER_DTYPE[weight_dtype]
 
 
-def kv_bytes_per_token(scenario: Scenario) -> float:
-    """Bytes of K and V per token over all layers at the scenario's KV precision."""
-    return scenario.model_shape().kv_values_per_token * BYTES_PER_DTYPE[scenario.model.kv_dtype]
+def kv_bytes_per_token(model: ModelShape, kv_dtype: str) -> float:
+    """Bytes of K and V per token over all layers at `kv_dtype`."""
+    return model.kv_values_per_token * BYTES_PER_DTYPE[kv_dtype]
 
 
-def kv_capacity_blocks(scenario: Scenario) -> int:
-    """KV-cache blocks per replica: tp x memory x gpu_memory_utilization, less the weights.
+def usable_bytes(gpu: Accelerator, tp: int, gpu_memory_utilization: float) -> float:
+    """Device memory a replica may fill: tp x memory x gpu_memory_utilization."""
+    return tp * gpu.mem_gb * 1e9 * gpu_memory_utilization
 
-    Activation workspace is not subtracted (vLLM profiles it; it is small beside the KV cache
-    at these batch sizes). Raises UserError when the weights alone do not fit.
+
+def kv_capacity_blocks(free_bytes: float, block_tokens: int, bytes_per_token: float) -> int:
+    """KV-cache blocks of `block_tokens` tokens that fit in `free_bytes` (may be <= 0).
+
+    `free_bytes` is the usable memory less the weights. Activation workspace is not subtracted
+    (vLLM profiles it; it is small beside the KV cache at these batch sizes).
     """
-    gpu, tp = scenario.accelerator(), scenario.fleet.tp
-    usable = tp * gpu.mem_gb * 1e9 * scenario.batcher.gpu_memory_utilization
-    free = usable - weight_bytes(scenario)
-    block_bytes = scenario.batcher.block_size * kv_bytes_per_token(scenario)
-    if free < block_bytes:
-        raise UserError(
-            f"{scenario.name}: model.name = '{scenario.model.name}' "
-            f"({weight_bytes(scenario) / 1e9:.1f} GB of {scenario.model.weight_dtype} weights) "
-            f"does not fit on fleet.tp = {tp} x fleet.gpu = '{scenario.fleet.gpu}' "
-            f"({usable / 1e9:.1f} GB usable); raise fleet.tp or use a smaller weight_dtype"
-        )
-    return int(free // block_bytes)
+    return int(free_bytes // (block_tokens * bytes_per_token))
 
 
-def swap_s_per_block(scenario: Scenario) -> float:
+def swap_s_per_block(gpu: Accelerator, tp: int, block_tokens: int, bytes_per_token: float) -> float:
     """Seconds to move one KV-cache block between GPU and host memory, one way.
 
     Each of the replica's `tp` GPUs moves its shard over its own host link at once.
     """
-    gpu = scenario.accelerator()
-    block_bytes = scenario.batcher.block_size * kv_bytes_per_token(scenario)
-    return block_bytes / (gpu.host_bw_gb_s * 1e9 * scenario.fleet.tp)
+    return block_tokens * bytes_per_token / (gpu.host_bw_gb_s * 1e9 * tp)

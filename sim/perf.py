@@ -21,13 +21,15 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 
 from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
-from sim.errors import UserError
-from sim.scenario import RooflineConfig, Scenario, ServiceTimeConfig
+from sim.scenario import RooflineConfig, ServiceTimeConfig
+
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
 
 NUMPY_STRETCH = 64  # stretches at least this long are computed with numpy (same results)
 ACTIVATION_BYTES = 2.0  # bf16 activations: GEMM inputs/outputs, element-wise kernels, all-reduces
@@ -122,12 +124,13 @@ class PerfParams:
     layer_overhead_s: float = 0.0
     attention_overhead_s: float = 0.0
     step_overhead_s: float = 0.0
+    kind: ClassVar[str] = "roofline"  # the [perf] kind these parameters belong to
 
     @classmethod
     def from_config(cls, cfg: RooflineConfig) -> PerfParams:
         """Plain roofline at the scenario's efficiencies, with its per-iteration overhead."""
         if cfg.calibration is not None:
-            raise ValueError("a calibrated [perf] section: use perf_params(scenario)")
+            raise ValueError("a calibrated [perf] section: its parameters come from sim.resolve")
         return cls(
             gemm_efficiency=cfg.compute_efficiency,
             memory_efficiency=cfg.memory_efficiency,
@@ -214,6 +217,13 @@ class Roofline:
         self._kv_bytes_per_pos = 2.0 * self.kv_width * self.kv_bytes_per_value
         self._decode_seq_bytes = ACTIVATION_BYTES * 2.0 * self.q_width  # q in, output out
         self._decode_fixed_s: dict[int, float] = {}  # fixed_s of pure decode, by batch size
+
+    @classmethod
+    def for_pool(cls, pool: PoolSpec, rng: np.random.Generator) -> Roofline:
+        """The roofline of one replica of `pool` (deterministic: `rng` is not used)."""
+        return cls(
+            pool.model_shape, pool.accelerator, pool.tp, pool.perf, pool.weight_dtype, pool.kv_dtype
+        )
 
     # ----------------------------------------------------------------- kernels of one GPU
     def gemm_s(self, rows, n: float, k: float):
@@ -411,6 +421,11 @@ class ServiceTime:
         self._returned: deque[float] = deque()
         self._last_stretch: list[float] = []
 
+    @classmethod
+    def for_pool(cls, pool: PoolSpec, rng: np.random.Generator) -> ServiceTime:
+        """The service-time model of one replica of `pool`, drawing from `rng`."""
+        return cls(pool.perf, rng)
+
     def _draw(self) -> float:
         if self._returned:
             return self._returned.popleft()
@@ -444,47 +459,12 @@ class ServiceTime:
         self._last_stretch = []
 
 
-def make_step_time_model(scenario: Scenario, rng: np.random.Generator) -> StepTimeModel:
-    """The scenario's step-time model for one replica (`rng` is that replica's own stream)."""
-    cfg = scenario.perf
-    if isinstance(cfg, ServiceTimeConfig):
-        return ServiceTime(cfg, rng)
-    return Roofline(
-        scenario.model_shape(),
-        scenario.accelerator(),
-        scenario.fleet.tp,
-        perf_params(scenario),
-        scenario.model.weight_dtype,
-        scenario.model.kv_dtype,
-    )
+STEP_TIME_MODELS: dict[str, type[Roofline] | type[ServiceTime]] = {
+    "roofline": Roofline,
+    "service_time": ServiceTime,
+}
 
 
-def perf_params(scenario: Scenario) -> PerfParams:
-    """The roofline parameters of a scenario: its calibration's, or its config's defaults."""
-    cfg = scenario.perf
-    assert isinstance(cfg, RooflineConfig)
-    if cfg.calibration is None:
-        return PerfParams.from_config(cfg)
-    from sim.calibration import load_calibration, resolve_calibration
-
-    where = f"{scenario.name}: perf.calibration = '{cfg.calibration}'"
-    try:
-        path = resolve_calibration(cfg.calibration, scenario.base_dir)
-    except UserError as exc:
-        raise UserError(f"{where}: {exc}") from None
-    if not path.is_file():
-        raise UserError(f"{where}: no such file {path}")
-    # a field at its default is no conflict: a saved run's scenario.json spells every default out
-    fields = RooflineConfig.model_fields
-    given = {
-        f
-        for f in cfg.model_fields_set & {"compute_efficiency", "memory_efficiency", "overhead_s"}
-        if getattr(cfg, f) != fields[f].default
-    }
-    if given:
-        raise UserError(
-            f"{scenario.name}: perf.{sorted(given)[0]} cannot be combined with perf.calibration "
-            f"= '{cfg.calibration}' (the calibration sets every efficiency and overhead); "
-            f"remove one of them"
-        )
-    return load_calibration(path).params
+def make_step_time_model(pool: PoolSpec, rng: np.random.Generator) -> StepTimeModel:
+    """The step-time model of ``[perf] kind`` for one replica of `pool` (`rng`: its stream)."""
+    return STEP_TIME_MODELS[pool.perf.kind].for_pool(pool, rng)

@@ -6,7 +6,6 @@ The engine only appends flat typed values here; every statistic is computed by `
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +23,7 @@ class Recorder:
 
     The columns are ``array.array`` buffers: the event loop reads and writes single elements as
     plain Python ints and floats (cheaper than numpy scalars), and the tables view them without
-    copying. `on_leave`, when set, is called with the replica index each time a request leaves
-    its replica (completed or rejected); the router uses it to count outstanding requests.
+    copying.
     """
 
     def __init__(self, workload: Workload) -> None:
@@ -40,7 +38,6 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
-        self.on_leave: Callable[[int], None] | None = None
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -59,14 +56,10 @@ class Recorder:
         self.finish_s[rid] = finish_s
         self.status[rid] = COMPLETED
         self.num_completed += 1
-        if self.on_leave is not None:
-            self.on_leave(self.replica[rid])
 
     def rejected(self, rid: int) -> None:
         self.status[rid] = REJECTED
         self.num_rejected += 1
-        if self.on_leave is not None:
-            self.on_leave(self.replica[rid])
 
     def step(
         self,

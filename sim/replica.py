@@ -15,6 +15,7 @@ boundary's decision.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 
 import numpy as np
 import simpy
@@ -26,7 +27,11 @@ from sim.request import Request
 
 
 class Replica:
-    """A replica's process, its batcher and its step-time model."""
+    """A replica's process, its batcher and its step-time model.
+
+    `departed` is called when a request leaves without being served (rejected); the batcher
+    calls the same hook for the requests it finishes.
+    """
 
     def __init__(
         self,
@@ -36,23 +41,21 @@ class Replica:
         perf: StepTimeModel,
         recorder: Recorder,
         compress: bool,
+        departed: Callable[[], None],
     ) -> None:
         self.env, self.index = env, index
         self.batcher, self.perf, self.recorder = batcher, perf, recorder
         self.compress = compress
+        self.departed = departed
         self._wake: simpy.Event | None = None
         self._interruptible = False
         self.process = env.process(self._run())
-
-    @property
-    def outstanding(self) -> int:
-        """Requests routed here and not yet finished."""
-        return self.batcher.outstanding
 
     def submit(self, req: Request) -> None:
         """Take a routed request: reject it, or queue it and wake or interrupt the process."""
         if self.batcher.rejection(req) is not None:
             self.recorder.rejected(req.rid)
+            self.departed()
             return
         self.batcher.enqueue(req)
         if self._wake is not None:
@@ -127,6 +130,31 @@ class Replica:
         self._interruptible = False
         self.perf.unuse(len(ends) - done)
         return done
+
+
+class ReplicaView:
+    """What a router may read of a replica: its place in the fleet and its load, nothing else.
+
+    index: the replica's fleet-wide number; pool: its pool's index; slots: most requests its
+    batcher runs at once; outstanding: requests routed to it and not yet gone.
+    """
+
+    __slots__ = ("index", "pool", "slots", "_batcher")
+
+    def __init__(self, replica: Replica, pool: int) -> None:
+        self.index, self.pool = replica.index, pool
+        self.slots = replica.batcher.slots
+        self._batcher = replica.batcher
+
+    @property
+    def outstanding(self) -> int:
+        """Requests inside the replica: waiting, running or swapped out."""
+        return self._batcher.outstanding
+
+    @property
+    def free_slots(self) -> int:
+        """Slots not taken by an outstanding request (0 when the replica is full or over)."""
+        return max(0, self.slots - self._batcher.outstanding)
 
 
 def _boundaries(start: float, durations, per_iteration_s: float, once_s: float):

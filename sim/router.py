@@ -1,9 +1,10 @@
 """Routers: which replica gets an arriving request.
 
-A router is a small class built over the fleet's replicas with ``choose() -> index`` (the replica
-that takes the next request, or None to hold it in the fleet's queue) and ``left(index)`` (a
-request left that replica: it finished or was rejected; the recorder calls it). `ROUTERS` maps
-the scenario's ``fleet.router`` names to them.
+A router is a small class built over read-only views of the fleet's replicas
+(:class:`~sim.replica.ReplicaView`) with ``choose(req) -> index`` (the replica that takes `req`,
+or None to hold it in the fleet's queue) and ``left(index)`` (a request left that replica: it
+finished or was rejected; the fleet calls it). `ROUTERS` maps the scenario's ``fleet.router``
+names to them.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Sequence
 from heapq import heapify, heappop, heappush, heapreplace
 from typing import Protocol
 
-from sim.replica import Replica
+from sim.replica import ReplicaView
+from sim.request import Request
 
 
 class Router(Protocol):
-    def choose(self) -> int | None:
-        """Index of the replica that takes the next request; None: hold it in the fleet queue."""
+    def choose(self, req: Request) -> int | None:
+        """Index of the replica that takes `req`; None: hold it in the fleet queue."""
         ...
 
     def left(self, index: int) -> None:
@@ -28,11 +30,11 @@ class Router(Protocol):
 class RoundRobin:
     """Replicas in turn, whatever their load."""
 
-    def __init__(self, replicas: Sequence[Replica]) -> None:
+    def __init__(self, replicas: Sequence[ReplicaView]) -> None:
         self._count = len(replicas)
         self._next = 0
 
-    def choose(self) -> int:
+    def choose(self, req: Request) -> int:
         index = self._next
         self._next = (index + 1) % self._count
         return index
@@ -52,13 +54,13 @@ class LeastOutstanding:
     ones. Both operations cost O(log replicas) amortised.
     """
 
-    def __init__(self, replicas: Sequence[Replica]) -> None:
+    def __init__(self, replicas: Sequence[ReplicaView]) -> None:
         self._count = len(replicas)
         self._keys = [r.outstanding * self._count + i for i, r in enumerate(replicas)]
         self._heap = self._keys.copy()
         heapify(self._heap)
 
-    def choose(self) -> int:
+    def choose(self, req: Request) -> int:
         top = self._top()
         index = top % self._count
         self._keys[index] = top + self._count
@@ -100,14 +102,14 @@ class CentralQueue(LeastOutstanding):
     stops has no replica (-1 in requests.parquet) and is in no replica's queue statistics.
     """
 
-    def __init__(self, replicas: Sequence[Replica]) -> None:
+    def __init__(self, replicas: Sequence[ReplicaView]) -> None:
         super().__init__(replicas)
-        self._slots = replicas[0].batcher.slots  # every replica has the scenario's batcher
+        self._slots = replicas[0].slots  # every replica has the scenario's batcher
 
-    def choose(self) -> int | None:
+    def choose(self, req: Request) -> int | None:
         if self._top() // self._count >= self._slots:
             return None
-        return super().choose()
+        return super().choose(req)
 
 
 ROUTERS: dict[str, type] = {
@@ -117,6 +119,6 @@ ROUTERS: dict[str, type] = {
 }
 
 
-def make_router(name: str, replicas: Sequence[Replica]) -> Router:
+def make_router(name: str, replicas: Sequence[ReplicaView]) -> Router:
     """The router registered under `name`, over `replicas`."""
     return ROUTERS[name](replicas)

@@ -463,14 +463,6 @@ class Scenario(Section):
             raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
         return self
 
-    def accelerator(self) -> Accelerator:
-        """The accelerator of the fleet's replicas."""
-        return {**builtin_accelerators(), **self.accelerators}[self.fleet.gpu]
-
-    def model_shape(self) -> ModelShape:
-        """The shape of the served model."""
-        return {**builtin_models(), **self.models}[self.model.name]
-
     def resolve_path(self, path: str) -> Path:
         """A path from the scenario, relative to the scenario file's folder."""
         p = Path(path)

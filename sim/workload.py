@@ -7,6 +7,7 @@ schedule, diurnal sinusoid, and trace replay.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from sim.scenario import (
     UniformLength,
     WorkloadConfig,
 )
-from sim.traces import Trace, read_trace, resolve_trace
+from sim.traces import Trace, read_trace
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,16 @@ class Workload:
         return len(self.arrival_s)
 
 
-def generate_workload(scenario: Scenario, rngs: dict[str, np.random.Generator]) -> Workload:
-    """Draw every request of the scenario (streams 'arrivals', 'classes', 'lengths')."""
+def generate_workload(
+    scenario: Scenario, trace_files: Mapping[str, str], rngs: dict[str, np.random.Generator]
+) -> Workload:
+    """Draw every request of the scenario (streams 'arrivals', 'classes', 'lengths').
+
+    `trace_files`: the file of each trace the scenario names (``RunSpec.trace_files``).
+    """
     wl, sim = scenario.workload, scenario.sim
-    base = Path(scenario.base_dir)
-    if wl.arrival == "trace":
-        trace = read_trace(resolve_trace(wl.trace or "", base), wl.trace_format)
+    if wl.arrival == TRACE_ARRIVAL:
+        trace = read_trace(Path(trace_files[wl.trace or ""]), wl.trace_format)
         return _from_trace(trace, wl, sim.duration_s, sim.num_requests, rngs["classes"])
     times = arrival_times(wl, sim.duration_s, sim.num_requests, rngs["arrivals"])
     classes = _assign_classes(wl, len(times), rngs["classes"])
@@ -56,7 +61,9 @@ def generate_workload(scenario: Scenario, rngs: dict[str, np.random.Generator]) 
     outputs = np.zeros(len(times), dtype=np.int64)
     for k, cls in enumerate(wl.classes):
         idx = np.flatnonzero(classes == k)
-        p, o = _draw_lengths(cls.prompt_tokens, cls.output_tokens, len(idx), rngs["lengths"], base)
+        p, o = _draw_lengths(
+            cls.prompt_tokens, cls.output_tokens, len(idx), rngs["lengths"], trace_files
+        )
         prompts[idx], outputs[idx] = p, o
     hashes = _shared_prefixes(wl, classes, prompts, rngs["prefixes"])
     return Workload(
@@ -111,19 +118,20 @@ def arrivals_end_s(sim: SimConfig, arrival: str, arrival_s: np.ndarray) -> float
     return float(arrival_s[-1]) if len(arrival_s) else 0.0
 
 
-def arrival_times(
+def _poisson(
     wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
 ) -> np.ndarray:
-    """Arrival times in seconds, increasing, inside [0, duration_s) and at most `cap` of them."""
-    if wl.arrival == "poisson":
-        return _renewal(lambda n: rng.exponential(1.0 / wl.rate, n), wl.rate, duration_s, cap)
-    if wl.arrival == "gamma":
-        shape = 1.0 / wl.cv**2
-        scale = 1.0 / (wl.rate * shape)
-        return _renewal(lambda n: rng.gamma(shape, scale, n), wl.rate, duration_s, cap)
-    if wl.arrival == "schedule":
-        return _schedule(wl.schedule or [], duration_s, cap, rng)
-    return _diurnal(wl, duration_s, cap, rng)
+    """Exponential gaps at `rate`."""
+    return _renewal(lambda n: rng.exponential(1.0 / wl.rate, n), wl.rate, duration_s, cap)
+
+
+def _gamma(
+    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Gamma gaps of mean 1 / `rate` and CV `cv` (a renewal process; bursty above CV 1)."""
+    shape = 1.0 / wl.cv**2
+    scale = 1.0 / (wl.rate * shape)
+    return _renewal(lambda n: rng.gamma(shape, scale, n), wl.rate, duration_s, cap)
 
 
 def _renewal(draw, rate: float, duration_s: float | None, cap: int | None) -> np.ndarray:
@@ -137,12 +145,10 @@ def _renewal(draw, rate: float, duration_s: float | None, cap: int | None) -> np
 
 
 def _schedule(
-    schedule: list[tuple[float, float]],
-    duration_s: float | None,
-    cap: int | None,
-    rng: np.random.Generator,
+    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
 ) -> np.ndarray:
     """Poisson arrivals with a piecewise-constant rate (exact: memoryless within each piece)."""
+    schedule = wl.schedule or []
     ends = [s for s, _ in schedule[1:]] + [np.inf]
     pieces = []
     count = 0
@@ -177,6 +183,23 @@ def _diurnal(
     return _clip(candidates[keep], duration_s, cap)
 
 
+# synthetic arrival processes by ``workload.arrival``; "trace" replays a file instead
+ARRIVAL_PROCESSES = {
+    "poisson": _poisson,
+    "gamma": _gamma,
+    "schedule": _schedule,
+    "diurnal": _diurnal,
+}
+TRACE_ARRIVAL = "trace"
+
+
+def arrival_times(
+    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Arrival times in seconds, increasing, inside [0, duration_s) and at most `cap` of them."""
+    return ARRIVAL_PROCESSES[wl.arrival](wl, duration_s, cap, rng)
+
+
 def _clip(times: np.ndarray, duration_s: float | None, cap: int | None) -> np.ndarray:
     if duration_s is not None:
         times = times[times < duration_s]
@@ -196,19 +219,30 @@ def _assign_classes(wl: WorkloadConfig, n: int, rng: np.random.Generator) -> np.
 
 
 def _draw_lengths(
-    prompt: LengthDist, output: LengthDist, n: int, rng: np.random.Generator, base: Path
+    prompt: LengthDist,
+    output: LengthDist,
+    n: int,
+    rng: np.random.Generator,
+    trace_files: Mapping[str, str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Prompt and output lengths; two empirical draws from one trace share their rows."""
     both_empirical = isinstance(prompt, EmpiricalLength) and isinstance(output, EmpiricalLength)
     if both_empirical and prompt.trace == output.trace:
-        trace = read_trace(resolve_trace(prompt.trace, base))
+        trace = read_trace(Path(trace_files[prompt.trace]))
         rows = rng.integers(0, len(trace.arrival_s), n)
         return trace.prompt_tokens[rows], trace.output_tokens[rows]
-    return _draw(prompt, n, rng, base, "prompt"), _draw(output, n, rng, base, "output")
+    return (
+        _draw(prompt, n, rng, trace_files, "prompt"),
+        _draw(output, n, rng, trace_files, "output"),
+    )
 
 
 def _draw(
-    dist: LengthDist, n: int, rng: np.random.Generator, base: Path, column: str
+    dist: LengthDist,
+    n: int,
+    rng: np.random.Generator,
+    trace_files: Mapping[str, str],
+    column: str,
 ) -> np.ndarray:
     """Token counts (>= 1) from one length distribution."""
     if isinstance(dist, FixedLength):
@@ -223,12 +257,14 @@ def _draw(
             mu = np.log(dist.mean) - sigma**2 / 2.0
         values = np.maximum(1, np.rint(rng.lognormal(mu, sigma, n))).astype(np.int64)
         return np.minimum(values, dist.max) if dist.max is not None else values
-    trace = read_trace(resolve_trace(dist.trace, base))
+    trace = read_trace(Path(trace_files[dist.trace]))
     source = trace.prompt_tokens if column == "prompt" else trace.output_tokens
     return source[rng.integers(0, len(source), n)]
 
 
-def length_bounds(dist: LengthDist, base: Path, column: str) -> tuple[int, int | None]:
+def length_bounds(
+    dist: LengthDist, trace_files: Mapping[str, str], column: str
+) -> tuple[int, int | None]:
     """Smallest and largest possible draw (None = unbounded); `column` is prompt or output."""
     if isinstance(dist, FixedLength):
         return dist.value, dist.value
@@ -236,7 +272,7 @@ def length_bounds(dist: LengthDist, base: Path, column: str) -> tuple[int, int |
         return dist.low, dist.high
     if isinstance(dist, LognormalLength):
         return 1, dist.max
-    trace = read_trace(resolve_trace(dist.trace, base))
+    trace = read_trace(Path(trace_files[dist.trace]))
     source = trace.prompt_tokens if column == "prompt" else trace.output_tokens
     return int(source.min()), int(source.max())
 
@@ -244,11 +280,12 @@ def length_bounds(dist: LengthDist, base: Path, column: str) -> tuple[int, int |
 # ----------------------------------------------------------------------------- traces
 
 
-def replay_rate_per_s(scenario: Scenario) -> float:
+def replay_rate_per_s(scenario: Scenario, trace_files: Mapping[str, str]) -> float:
     """Requests per second of the scenario's trace replayed at ``load_scale = 1``: the arrivals
-    its ``num_requests`` and ``duration_s`` keep, over their span."""
+    its ``num_requests`` and ``duration_s`` keep, over their span (`trace_files`: as for
+    :func:`generate_workload`)."""
     wl, sim = scenario.workload, scenario.sim
-    trace = read_trace(resolve_trace(wl.trace or "", Path(scenario.base_dir)), wl.trace_format)
+    trace = read_trace(Path(trace_files[wl.trace or ""]), wl.trace_format)
     times = _clip(trace.arrival_s, sim.duration_s, sim.num_requests)
     if len(times) < 2 or times[-1] <= times[0]:
         raise UserError(f"{scenario.name}: workload.trace has no arrival span to take a rate of")

@@ -8,13 +8,21 @@ import pytest
 import sim.capacity as capacity_module
 from analysis.rundata import RunData
 from analysis.summary import summarize
-from sim.capacity import WorkloadMix, scenario_capacity
+from sim.capacity import WorkloadMix, pool_capacity
 from sim.engine import run
-from sim.scenario import load_scenario
+from sim.resolve import resolve
+from sim.scenario import Scenario, load_scenario
 from sim.study.plan import max_rate
 from tests.conftest import ROOT, scenario
 
 CHAT = ROOT / "scenarios" / "chat_llama3-8b_h100.toml"
+
+
+def scenario_capacity(s: Scenario, mix: WorkloadMix):
+    """The capacity of one replica of the scenario `s` for `mix`."""
+    return pool_capacity(resolve(s).pools[0], mix)
+
+
 POLICIES = ROOT / "scenarios" / "policies"
 
 
@@ -41,7 +49,7 @@ def test_capacity_is_within_10_percent_of_what_an_overloaded_replica_completes(
     served, data = overloaded_throughput(POLICIES / f"{policy}.toml", rate, duration_s)
     req = data.requests
     mix = WorkloadMix.of(req["prompt_tokens"], req["output_tokens"])
-    capacity = scenario_capacity(data.scenario, mix).requests_per_s
+    capacity = pool_capacity(data.spec.pools[0], mix).requests_per_s
     assert capacity == pytest.approx(served, rel=0.10)
 
 

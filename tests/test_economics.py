@@ -9,12 +9,14 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from analysis.economics import GPU_PRICE_DEFAULTS, economics, gpu_price
+from analysis.economics import economics
 from analysis.rundata import RunData
 from analysis.summary import summarize
 from sim.engine import run
 from sim.errors import UserError
 from sim.perf import Roofline
+from sim.prices import GPU_PRICE_DEFAULTS
+from sim.resolve import resolve
 from sim.scenario import RooflineConfig, load_scenario, scenario_from_dict
 from tests.conftest import BASE, SCENARIOS, scenario, simulate
 
@@ -35,7 +37,8 @@ def hand_run(
 ) -> RunData:
     """A RunData built from literal trace rows and the base test scenario with overrides (by
     default without warm-up and with arrivals for the whole run: one window of `simulated_s`)."""
-    s = scenario("sim.warmup_s=0", f"sim.duration_s={simulated_s}", *overrides)
+    spec = resolve(scenario("sim.warmup_s=0", f"sim.duration_s={simulated_s}", *overrides))
+    pool = dataclasses.replace(spec.pools[0], kv_capacity_blocks=1000)
     req = pd.DataFrame(requests)
     req.insert(0, "request_id", range(len(req)))
     step_table = pd.DataFrame(steps, columns=list(STEP_COLUMNS))
@@ -43,13 +46,7 @@ def hand_run(
     return RunData(
         requests=req,
         steps=step_table,
-        scenario=s,
-        resolved={
-            "accelerator": s.accelerator().model_dump(mode="json"),
-            "model_shape": s.model_shape().model_dump(mode="json"),
-            "kv_capacity_blocks": 1000,
-            "gpus_per_replica": s.fleet.tp,
-        },
+        spec=dataclasses.replace(spec, pools=(pool,)),
         run={"seed": 0, "simulated_s": simulated_s, "wall_s": 0.0, "events": 0},
     )
 
@@ -125,8 +122,8 @@ def test_cost_splits_between_input_and_output_by_the_step_time_models_prefill_an
     # 0-3600 s: 100 prompt tokens beside 2 decodes; 4500-6300 s: 100 prompt tokens beside 1
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, *PRICED)
     eco = economics(data)
-    s = data.scenario
-    model = Roofline(s.model_shape(), s.accelerator(), 1, RooflineConfig())
+    pool = data.spec.pools[0]
+    model = Roofline(pool.model_shape, pool.accelerator, 1, RooflineConfig())
     shares = []
     for decodes, context in ((2, 500), (1, 900)):
         prefill = model.layers * model.prefill_attention_s(100, 100 * 101 / 2, 0)
@@ -229,7 +226,7 @@ def base_run() -> RunData:
 
 def repriced(data: RunData, *overrides: str) -> RunData:
     """The same traces under a scenario with other prices (economics needs no re-simulation)."""
-    return dataclasses.replace(data, scenario=scenario(*overrides))
+    return dataclasses.replace(data, spec=resolve(scenario(*overrides)))
 
 
 def test_a_higher_token_price_raises_the_margin(base_run):
@@ -255,9 +252,9 @@ def _without_gpu_price(*overrides: str):
 
 
 def test_reserved_pricing_beats_on_demand_at_equal_traffic(base_run):
-    on_demand = dataclasses.replace(base_run, scenario=_without_gpu_price())
+    on_demand = dataclasses.replace(base_run, spec=resolve(_without_gpu_price()))
     reserved = dataclasses.replace(
-        base_run, scenario=_without_gpu_price("economics.pricing=reserved")
+        base_run, spec=resolve(_without_gpu_price("economics.pricing=reserved"))
     )
     a, b = economics(on_demand), economics(reserved)
     assert a["gpu_usd_per_hour"] == GPU_PRICE_DEFAULTS[("h100", "on_demand")].usd_per_gpu_hour
@@ -344,7 +341,7 @@ def test_owned_gpus_cost_their_purchase_price_spread_over_the_amortisation_years
         "economics.purchase_usd_per_gpu=35040",
         "economics.amortization_years=4",
     )
-    assert gpu_price(s).usd_per_gpu_hour == pytest.approx(35040 / (4 * 8760))
+    assert resolve(s).pools[0].price.usd_per_gpu_hour == pytest.approx(35040 / (4 * 8760))
 
 
 def test_every_default_price_names_its_row_in_the_price_catalogue():
@@ -376,7 +373,7 @@ def test_bad_economics_sections_are_named_errors(overrides, message):
 def test_a_gpu_without_a_default_price_asks_for_one():
     s = _without_gpu_price("fleet.gpu=mi300x", "economics.pricing=reserved")
     with pytest.raises(UserError, match="give economics.gpu_usd_per_hour"):
-        gpu_price(s)
+        resolve(s)
 
 
 def test_classes_share_the_cost_by_their_own_prefill_and_decode_work():

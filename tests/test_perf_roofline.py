@@ -178,12 +178,15 @@ def test_smooth_max_spans_sum_to_max():
 
 
 def test_quantized_weights_and_kv_cache_raise_the_kv_capacity():
-    from sim.memory import kv_capacity_blocks
+    from sim.resolve import resolve
     from tests.conftest import scenario
 
-    base = kv_capacity_blocks(scenario("fleet.gpu=h100"))
-    fp8_kv = kv_capacity_blocks(scenario("fleet.gpu=h100", "model.kv_dtype=fp8"))
-    fp8_weights = kv_capacity_blocks(scenario("fleet.gpu=h100", "model.weight_dtype=fp8"))
+    def kv_capacity_blocks(*overrides: str) -> int:
+        return resolve(scenario(*overrides)).pools[0].kv_capacity_blocks
+
+    base = kv_capacity_blocks("fleet.gpu=h100")
+    fp8_kv = kv_capacity_blocks("fleet.gpu=h100", "model.kv_dtype=fp8")
+    fp8_weights = kv_capacity_blocks("fleet.gpu=h100", "model.weight_dtype=fp8")
     assert fp8_kv in (2 * base, 2 * base + 1)  # the same free bytes hold twice the tokens
     weights = MODELS["llama-3-8b"].total_params  # bytes freed by 1-byte instead of 2-byte weights
     block = 16 * MODELS["llama-3-8b"].kv_values_per_token * 2
@@ -194,9 +197,10 @@ def test_long_decode_stretches_computed_with_numpy_equal_one_iteration_at_a_time
     import numpy as np
 
     from sim.perf import NUMPY_STRETCH, make_step_time_model
+    from sim.resolve import resolve
     from tests.conftest import scenario
 
-    model = make_step_time_model(scenario(), np.random.default_rng(0))
+    model = make_step_time_model(resolve(scenario()).pools[0], np.random.default_rng(0))
     stretch = model.decode_stretch_s(37, 50_000, NUMPY_STRETCH + 10)
     assert isinstance(stretch, np.ndarray)
     one_by_one = [model.decode_stretch_s(37, 50_000 + 37 * i, 1)[0] for i in range(len(stretch))]

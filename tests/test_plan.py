@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.economics import GPU_PRICE_DEFAULTS
 from sim.cli import main
 from sim.errors import UserError
+from sim.prices import GPU_PRICE_DEFAULTS
 from sim.study.plan import (
     Verdict,
     fewest_replicas,

@@ -11,15 +11,19 @@ import sim.router
 from analysis.invariants import check_run, failures
 from analysis.rundata import RunData
 from sim.engine import run
+from sim.request import Request
 from sim.router import CentralQueue, LeastOutstanding, RoundRobin
 from tests.conftest import scenario
 
 
 class _Stub:
-    """A replica stand-in with a starting load."""
+    """A replica view stand-in with a starting load."""
 
     def __init__(self, outstanding: int) -> None:
         self.outstanding = outstanding
+
+
+REQ = Request(0, 0, 0, 0.0, 10, 10)  # the routers under test do not look at the request
 
 
 def _scan(loads: list[int]) -> int:
@@ -34,7 +38,7 @@ def _replay(initial: list[int], ops: list[int]) -> None:
     for op in ops:
         if op < 0:
             expected = _scan(loads)
-            assert router.choose() == expected
+            assert router.choose(REQ) == expected
             loads[expected] += 1
         else:
             index = op % len(loads)
@@ -63,7 +67,7 @@ def test_least_outstanding_matches_linear_scan_on_long_random_sequences(replicas
 
 def test_round_robin_cycles_through_replicas():
     router = RoundRobin([_Stub(0)] * 3)
-    assert [router.choose() for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert [router.choose(REQ) for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
 
 
 class _CheckedLeastOutstanding(LeastOutstanding):
@@ -74,10 +78,10 @@ class _CheckedLeastOutstanding(LeastOutstanding):
         self.replicas = replicas
         self.checks = 0
 
-    def choose(self) -> int:
+    def choose(self, req: Request) -> int:
         assert self.loads() == [r.outstanding for r in self.replicas]
         self.checks += 1
-        return super().choose()
+        return super().choose(req)
 
 
 @pytest.mark.parametrize(
@@ -105,20 +109,20 @@ def test_router_counts_equal_replica_outstanding_at_every_arrival(monkeypatch, o
 
 
 class _Slotted(_Stub):
-    """A replica stand-in whose batcher runs `slots` requests at once."""
+    """A replica view stand-in whose batcher runs `slots` requests at once."""
 
     def __init__(self, outstanding: int, slots: int) -> None:
         super().__init__(outstanding)
-        self.batcher = type("Batcher", (), {"slots": slots})()
+        self.slots = slots
 
 
 def test_central_queue_holds_a_request_only_when_every_replica_is_full():
     router = CentralQueue([_Slotted(0, 2), _Slotted(1, 2)])
-    assert [router.choose() for _ in range(3)] == [0, 0, 1]  # least loaded, ties to lowest
-    assert router.choose() is None
+    assert [router.choose(REQ) for _ in range(3)] == [0, 0, 1]  # least loaded, ties to lowest
+    assert router.choose(REQ) is None
     router.left(1)
-    assert router.choose() == 1
-    assert router.choose() is None
+    assert router.choose(REQ) == 1
+    assert router.choose(REQ) is None
 
 
 def test_central_queue_fleet_never_idles_a_slot_while_a_request_waits():

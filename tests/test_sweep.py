@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import sim.engine
 from sim.cli import main
 from sim.errors import UserError
 from sim.study.grid import grid_points, parse_axis
@@ -170,15 +171,34 @@ def test_runs_of_another_scenario_in_the_folder_are_an_error_not_reused(tmp_path
         sweep(SMALL, ["workload.rate=4"], out=out, workers=1, overrides=["fleet.replicas=3"])
 
 
-def test_a_run_that_raises_is_recorded_and_the_sweep_goes_on(tmp_path):
+def test_a_point_that_cannot_be_deployed_is_recorded_and_the_sweep_goes_on(tmp_path):
     out = tmp_path / "s"
     result = sweep(SMALL, ["batcher.gpu_memory_utilization=0.9,0.1"], out=out, workers=1)
     failed = result.failed
     assert len(failed) == 1 and "does not fit" in failed.iloc[0]["error"]
     error_file = Path(failed.iloc[0]["run_dir"] + ".error.txt")
-    assert "Traceback" in error_file.read_text()
+    assert "does not fit" in error_file.read_text()
     assert list(result.results["seeds_complete"]) == [1, 0]
     assert list(result.results["seeds_failed"]) == [0, 1]
+
+
+def test_a_run_that_raises_is_recorded_with_its_traceback_and_the_sweep_goes_on(
+    tmp_path, monkeypatch
+):
+    real_run = sim.engine.run
+
+    def run_or_raise(spec, seed=None, progress=False):
+        if spec.scenario.workload.rate > 5:
+            raise RuntimeError("a bug in the engine")
+        return real_run(spec, seed, progress)
+
+    monkeypatch.setattr(sim.engine, "run", run_or_raise)  # workers=1 runs in this process
+    result = sweep(SMALL, ["workload.rate=4,8"], out=tmp_path / "s", workers=1)
+    failed = result.failed
+    assert len(failed) == 1 and "a bug in the engine" in failed.iloc[0]["error"]
+    error_file = Path(failed.iloc[0]["run_dir"] + ".error.txt")
+    assert "Traceback" in error_file.read_text()
+    assert list(result.results["seeds_complete"]) == [1, 0]
 
 
 # ----------------------------------------------------------------------------- executors

@@ -76,10 +76,11 @@ def test_flops_and_bytes_of_a_compressed_stretch_match_the_roofline_counts_itera
     # 8 sequences, 5 decode iterations; first attends 4000 positions, each next one 8 more
     stretch = [(0, 0.0, 1.0, 5, 0, 8, 4000, 10), (0, 1.0, 1.5, 1, 700, 3, 900, 12)]
     rows = [request(0.0, 0.0, 0.1, 1.5, prompt=700, output=9)]
-    data = hand_run(rows, stretch, 2.0, "fleet.replicas=1", "model.name=mixtral-8x7b")
+    mixtral = ("fleet.replicas=1", "fleet.gpu=h200", "model.name=mixtral-8x7b")  # 93 GB fits
+    data = hand_run(rows, stretch, 2.0, *mixtral)
     work = step_work(data)
-    s = data.scenario
-    roofline = Roofline(s.model_shape(), s.accelerator(), 1, RooflineConfig(), "bf16", "bf16")
+    pool = data.spec.pools[0]
+    roofline = Roofline(pool.model_shape, pool.accelerator, 1, RooflineConfig(), "bf16", "bf16")
     iterations = [StepWork(decode_seqs=8, decode_context=4000 + 8 * i) for i in range(5)]
     counts = [roofline.counts(w) for w in iterations]
     flops = sum(c.matmul_flops + c.attention_flops for c in counts)
@@ -102,24 +103,18 @@ def test_mfu_and_memory_bandwidth_utilization_of_a_simulated_run_stay_within_the
 
 def test_mfu_is_given_against_the_bf16_peak_and_against_the_weight_dtype_peak(tiny_run):
     # FP8 weights on an H100: the GEMMs' peak doubles, so MFU against it halves
-    fp8 = dataclasses.replace(
-        tiny_run, scenario=tiny_run.scenario.model_copy(update={"model": _fp8(tiny_run)})
-    )
+    pool = dataclasses.replace(tiny_run.spec.pools[0], weight_dtype="fp8")
+    fp8 = dataclasses.replace(tiny_run, spec=dataclasses.replace(tiny_run.spec, pools=(pool,)))
     u = summarize(fp8)["utilization"]
-    gpu = fp8.scenario.accelerator()
-    ratio = gpu.peak_flops("fp8") / gpu.peak_flops("bf16")
+    ratio = pool.accelerator.peak_flops("fp8") / pool.accelerator.peak_flops("bf16")
     assert ratio == pytest.approx(2.0, rel=1e-3)
     assert u["mfu_weight_dtype_peak"] == pytest.approx(u["mfu_bf16_peak"] / ratio)
-
-
-def _fp8(data):
-    return data.scenario.model.model_copy(update={"weight_dtype": "fp8"})
 
 
 def test_fleet_timeline_averages_fractions_and_sums_queues_over_replicas(tiny_run):
     per_replica = replica_timeline(tiny_run, 1.0)
     fleet = fleet_timeline(per_replica)
-    assert len(fleet) == len(per_replica) / tiny_run.scenario.fleet.replicas
+    assert len(fleet) == len(per_replica) / tiny_run.spec.num_replicas
     by_window = per_replica.groupby("window_start_s")
     for fraction in ("nonidle_fraction", "capacity_utilization"):
         assert np.allclose(fleet[fraction], by_window[fraction].mean())

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sim.engine import make_streams
+from sim.resolve import resolve
 from sim.scenario import scenario_from_dict
 from sim.traces import builtin_trace_path, read_trace
 from sim.workload import generate_workload
@@ -17,7 +18,7 @@ from tests.conftest import BASE, scenario
 def _workload(*overrides: str, seed: int = 5):
     s = scenario(*overrides)
     rngs = {k: np.random.default_rng(v) for k, v in make_streams(seed).items()}
-    return generate_workload(s, rngs)
+    return generate_workload(s, resolve(s).trace_files, rngs)
 
 
 def test_poisson_arrivals_have_the_rate_and_exponential_gaps():
@@ -56,7 +57,7 @@ def _schedule_workload():
     del base["workload"]["rate"]
     s = scenario_from_dict(base)
     rngs = {k: np.random.default_rng(v) for k, v in make_streams(5).items()}
-    return generate_workload(s, rngs)
+    return generate_workload(s, resolve(s).trace_files, rngs)
 
 
 def test_diurnal_arrivals_peak_in_the_first_half_period():

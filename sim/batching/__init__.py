@@ -11,13 +11,17 @@ Policies, chosen by ``[batcher] kind``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
-from sim.scenario import ContinuousBatcherConfig, DynamicBatcherConfig, StaticBatcherConfig
+from sim.scenario import ContinuousBatcherConfig, StaticBatcherConfig
+
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
 
 
 @dataclass(slots=True)
@@ -74,19 +78,23 @@ def cpu_overhead_s(cfg: ContinuousBatcherConfig | StaticBatcherConfig, seqs: int
     return cfg.cpu_overhead_s + cfg.cpu_overhead_per_seq_s * seqs
 
 
-def make_batcher(
-    cfg: ContinuousBatcherConfig | StaticBatcherConfig | DynamicBatcherConfig,
-    capacity_blocks: int,
-    recorder: Recorder,
-    swap_s_per_block: float,
-    prefix_block_tokens: int,
-) -> Batcher:
-    """The batcher of the scenario's ``[batcher] kind`` for one replica."""
-    from sim.batching.continuous import ContinuousBatcher
-    from sim.batching.run_to_completion import RunToCompletionBatcher
+# the batcher classes by ``[batcher] kind``: imported last, as they import Step from here
+from sim.batching.continuous import ContinuousBatcher  # noqa: E402
+from sim.batching.run_to_completion import RunToCompletionBatcher  # noqa: E402
 
-    if isinstance(cfg, ContinuousBatcherConfig):
-        return ContinuousBatcher(
-            cfg, capacity_blocks, recorder, swap_s_per_block, prefix_block_tokens
-        )
-    return RunToCompletionBatcher(cfg, capacity_blocks, recorder)
+BATCHERS: dict[str, type[ContinuousBatcher] | type[RunToCompletionBatcher]] = {
+    "continuous": ContinuousBatcher,
+    "static": RunToCompletionBatcher,
+    "dynamic": RunToCompletionBatcher,
+}
+
+
+def make_batcher(
+    pool: PoolSpec, recorder: Recorder, departed: Callable[[], None], prefix_block_tokens: int
+) -> Batcher:
+    """The batcher of ``[batcher] kind`` for one replica of `pool`.
+
+    `departed` is called each time a request finishes; `prefix_block_tokens` is the block size
+    of the workload's prefix hashes.
+    """
+    return BATCHERS[pool.batcher.kind].for_pool(pool, recorder, departed, prefix_block_tokens)

@@ -16,6 +16,8 @@ preempted, or while swapped-out requests wait to come back, as in vLLM.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sim.batching import Step, cpu_overhead_s
 from sim.batching.decoding import DecodeSet
@@ -25,6 +27,9 @@ from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
 from sim.scenario import ContinuousBatcherConfig
+
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
 
 # vLLM (v0 model runner) captures decode CUDA graphs for these batch sizes and pads a decode
 # batch up to the next one; larger batches run without a graph (vllm/worker/model_runner.py,
@@ -40,19 +45,24 @@ def cuda_graph_rows(seqs: int) -> int:
 
 
 class ContinuousBatcher:
-    """Iteration-level scheduling over `capacity_blocks` KV-cache blocks."""
+    """Iteration-level scheduling over `capacity_blocks` KV-cache blocks.
+
+    `departed` is called each time a request finishes (the fleet's departure hook).
+    """
 
     def __init__(
         self,
         cfg: ContinuousBatcherConfig,
         capacity_blocks: int,
         recorder: Recorder,
+        departed: Callable[[], None],
         swap_s_per_block: float,
         prefix_block_tokens: int,
     ) -> None:
         self.cfg = cfg
         self.capacity_blocks = capacity_blocks
         self.recorder = recorder
+        self.departed = departed
         self.swap_s_per_block = swap_s_per_block
         self.waiting = WaitingQueue(cfg.order)
         self.swapped: deque[Request] = deque()
@@ -65,6 +75,25 @@ class ContinuousBatcher:
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
         self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
         self.slots = cfg.max_num_seqs
+
+    @classmethod
+    def for_pool(
+        cls,
+        pool: PoolSpec,
+        recorder: Recorder,
+        departed: Callable[[], None],
+        prefix_block_tokens: int,
+    ) -> ContinuousBatcher:
+        """The batcher of one replica of `pool`; the prefix cache keys blocks of
+        `prefix_block_tokens` tokens (the workload's)."""
+        return cls(
+            pool.batcher,
+            pool.kv_capacity_blocks,
+            recorder,
+            departed,
+            pool.swap_s_per_block,
+            prefix_block_tokens,
+        )
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:
@@ -273,3 +302,4 @@ class ContinuousBatcher:
         self.outstanding -= 1
         self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
+        self.departed()

@@ -14,6 +14,8 @@ length (prompt + output) when the batch starts, so they never preempt.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sim.batching import Step, cpu_overhead_s
 from sim.perf import StepWork
@@ -21,22 +23,30 @@ from sim.recorder import Recorder
 from sim.request import Request
 from sim.scenario import DynamicBatcherConfig, StaticBatcherConfig
 
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
+
 DEADLINE_TOLERANCE_S = 1e-9  # a deadline reached by a timer counts as reached
 
 
 class RunToCompletionBatcher:
-    """One batch at a time over `capacity_blocks` KV-cache blocks."""
+    """One batch at a time over `capacity_blocks` KV-cache blocks.
+
+    `departed` is called each time a request finishes (the fleet's departure hook).
+    """
 
     def __init__(
         self,
         cfg: StaticBatcherConfig | DynamicBatcherConfig,
         capacity_blocks: int,
         recorder: Recorder,
+        departed: Callable[[], None],
     ) -> None:
         self.cfg = cfg
         self.padded = isinstance(cfg, StaticBatcherConfig)
         self.capacity_blocks = capacity_blocks
         self.recorder = recorder
+        self.departed = departed
         self.waiting: deque[Request] = deque()
         self.batch: list[Request] = []
         self.used_blocks = 0
@@ -48,6 +58,17 @@ class RunToCompletionBatcher:
         self._live_context = 0  # prompt tokens of the members that take part in decoding
         self.outstanding = 0  # requests waiting or in the running batch, not yet finished
         self.slots = cfg.max_batch
+
+    @classmethod
+    def for_pool(
+        cls,
+        pool: PoolSpec,
+        recorder: Recorder,
+        departed: Callable[[], None],
+        prefix_block_tokens: int,
+    ) -> RunToCompletionBatcher:
+        """The batcher of one replica of `pool` (no prefix cache: `prefix_block_tokens` unused)."""
+        return cls(pool.batcher, pool.kv_capacity_blocks, recorder, departed)
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:
@@ -141,6 +162,7 @@ class RunToCompletionBatcher:
             self._live_context -= req.prompt_tokens
             self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
+        self.departed()
 
     def _end_batch(self) -> None:
         self.batch = []

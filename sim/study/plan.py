@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.economics import GPU_PRICE_DEFAULTS, SECONDS_PER_HOUR, gpu_price
+from analysis.economics import SECONDS_PER_HOUR
 from analysis.saturation import MIN_GROWTH_REQUESTS, NEAR_CAPACITY
 from sim.errors import UserError
+from sim.prices import default_gpu_price, gpu_price
+from sim.resolve import resolve
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
@@ -293,20 +295,23 @@ def _options(
 
 
 def _gpu_price(base: Scenario, gpu: str, given: Mapping[str, float]) -> float:
-    """USD per GPU-hour: --price, else the scenario's price for its own GPU, else the default of
-    the scenario's pricing mode (on_demand without [economics]) from analysis.economics."""
+    """USD per GPU-hour: --price, else the price the scenario's runs resolve to for its own GPU
+    (sim.prices.gpu_price), else the default of the scenario's pricing mode (on_demand without
+    [economics]) from the same table."""
     if gpu in given:
         return given[gpu]
-    if base.economics is not None and gpu == base.fleet.gpu:
-        return gpu_price(base).usd_per_gpu_hour
-    pricing = base.economics.pricing if base.economics is not None else "on_demand"
-    default = GPU_PRICE_DEFAULTS.get((gpu, pricing))
-    if default is None:
+    eco = base.economics
+    pricing = eco.pricing if eco is not None else "on_demand"
+    if eco is not None and gpu == base.fleet.gpu:
+        price = gpu_price(gpu, eco)  # what the scenario's own runs resolve to
+    else:
+        price = default_gpu_price(gpu, pricing)
+    if price is None:
         raise UserError(
             f"no price for gpu '{gpu}' with pricing '{pricing}': add --price {gpu}=USD_PER_GPU_HOUR"
             f" (docs/economics.md lists the defaults)"
         )
-    return default.usd_per_gpu_hour
+    return price.usd_per_gpu_hour
 
 
 @dataclass
@@ -360,24 +365,34 @@ def plan(
         raise UserError(f"--max-replicas {max_replicas}: must be at least 1")
     options = _options(src, overrides, gpus, tps, prices)
     rate_item = f"workload.rate={_round(rate)}"
-    for option in options:  # every option's scenario is valid before anything runs
-        _validate(src, (*overrides, *option.overrides(), rate_item))
+    # every option's scenario is checked before anything runs
+    unfit = {o: _unfit(src, (*overrides, *o.overrides(), rate_item)) for o in options}
     out = Path(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp}:")
+            if unfit[option] is not None:
+                rows.append({"gpu": option.gpu, "tp": option.tp, "status": unfit[option]})
+                continue
             rows.append(_plan_option(ev, option, rate_item, max_replicas))
     table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
 
-def _validate(src: ScenarioSource, items: tuple[str, ...]) -> None:
+def _unfit(src: ScenarioSource, items: tuple[str, ...]) -> str | None:
+    """Why an option cannot be deployed (its scenario does not resolve: the model does not fit
+    its GPUs, ...) as a status, or None. UserError when its scenario is not even valid."""
     try:
-        scenario_from_dict(src.data, src.source, list(items))
+        scenario = scenario_from_dict(src.data, src.source, list(items))
     except UserError as exc:
         raise UserError(f"plan point {' '.join(items)}: {exc}") from None
+    try:
+        resolve(scenario)
+    except UserError as exc:
+        return f"error: {exc}"
+    return None
 
 
 def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: int) -> dict:
@@ -449,14 +464,17 @@ def max_rate(
     options = _options(src, overrides, gpus, tps, prices)
     base = scenario_from_dict(src.data, src.source, list(overrides))
     knob = _rate_knob(base, src.source)
-    for option in options:
-        _validate(src, (*overrides, *option.overrides()))
+    unfit = {o: _unfit(src, (*overrides, *o.overrides())) for o in options}
     out = Path(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
         for option in options:
             log(f"{option.gpu} tp={option.tp} x{base.fleet.replicas}:")
+            if unfit[option] is not None:
+                row = {"gpu": option.gpu, "tp": option.tp, "replicas": base.fleet.replicas}
+                rows.append({**row, "status": unfit[option]})
+                continue
             rows.append(_max_rate_option(ev, option, base.fleet.replicas, knob, tolerance))
     table = pd.DataFrame(rows)
     if "usd_per_hour_per_rate" in table:
@@ -483,7 +501,7 @@ def _rate_knob(base: Scenario, source: str) -> RateKnob:
     if wl.rate is not None:
         return RateKnob(wl.rate, None)
     if wl.arrival == "trace":
-        per_scale = replay_rate_per_s(base)
+        per_scale = replay_rate_per_s(base, resolve(base).trace_files)
         return RateKnob(_round(per_scale * wl.load_scale), per_scale)
     raise UserError(
         f"{source}: --max-rate varies workload.rate (or a trace's load_scale); arrival = "

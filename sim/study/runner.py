@@ -14,18 +14,23 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.runspec import RunSpec
 from sim.study.stats import numeric_metrics
 
 
 @dataclass(frozen=True)
 class RunTask:
-    """What a worker needs: raw scenario data, its overrides, the seed and where to write."""
+    """What a worker needs: the resolved run, the seed and where to write.
 
-    scenario: dict
-    source: str
+    `overrides` are the ``--set`` items that made this point, kept for its error report.
+    `spec` is None when the point's scenario did not resolve; `error` then says why.
+    """
+
+    spec: RunSpec | None
     overrides: tuple[str, ...]
     seed: int
     run_dir: str
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,8 @@ class RunOutcome:
 
 def run_one(task: RunTask) -> RunOutcome:
     """Simulate one seed of one point and write its run directory; errors are returned."""
+    if task.spec is None:  # its scenario did not resolve: nothing to simulate
+        return RunOutcome(task, None, task.error)
     final = Path(task.run_dir)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
@@ -54,10 +61,8 @@ def _write_run(task: RunTask, out: Path) -> None:
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
-    from sim.scenario import scenario_from_dict
 
-    scenario = scenario_from_dict(task.scenario, task.source, list(task.overrides))
-    result = run(scenario, seed=task.seed)
+    result = run(task.spec, seed=task.seed)
     result.save(out)
     write_summary(out, RunData.from_result(result))
 

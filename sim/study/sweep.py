@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from sim.errors import UserError
+from sim.resolve import resolve
 from sim.scenario import Scenario, read_scenario_file, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import Axis, Point, grid_points, parse_axis
@@ -55,11 +56,10 @@ def scenario_source(scenario: ScenarioLike) -> ScenarioSource:
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One seed of one point: its task for a worker and the scenario it must reproduce."""
+    """One seed of one point: its task for a worker (with the resolved run to reproduce)."""
 
     point: Point
     seed_index: int
-    scenario: Scenario
     task: RunTask
 
     @property
@@ -78,7 +78,9 @@ def layout_runs(
     out: Path,
     overrides: tuple[str, ...] = (),
 ) -> list[PlannedRun]:
-    """Validate every point's scenario (UserError before anything runs) and place its seeds."""
+    """Validate every point's scenario (UserError before anything runs), resolve it and place
+    its seeds; workers get the resolved runs. A point that does not resolve is planned as
+    failed with its error."""
     if seeds < 1:
         raise UserError(f"--seeds {seeds}: must be at least 1")
     runs = []
@@ -88,11 +90,14 @@ def layout_runs(
             scenario = scenario_from_dict(src.data, src.source, list(all_overrides))
         except UserError as exc:
             raise UserError(f"grid point {point.name}: {exc}") from None
+        try:  # a point that cannot be deployed (the model does not fit, ...) fails alone
+            spec, error = resolve(scenario), None
+        except UserError as exc:
+            spec, error = None, f"UserError: {exc}"
         for k in range(seeds):
             run_dir = out / "points" / point.name / f"seed-{k}"
-            seed = scenario.sim.seed + k
-            task = RunTask(src.data, src.source, all_overrides, seed, str(run_dir))
-            runs.append(PlannedRun(point, k, scenario, task))
+            task = RunTask(spec, all_overrides, scenario.sim.seed + k, str(run_dir), error)
+            runs.append(PlannedRun(point, k, task))
     return runs
 
 
@@ -141,7 +146,9 @@ def _check_not_stale(run: PlannedRun) -> None:
         raise UserError(
             f"{run.run_dir}: not a run directory; remove it or use another --out"
         ) from None
-    expected = run.scenario.model_dump(mode="json")
+    if run.task.spec is None:
+        raise UserError(f"{run.run_dir}: exists, but its point does not resolve: {run.task.error}")
+    expected = run.task.spec.scenario.model_dump(mode="json")
     if _comparable(stored["scenario"]) != _comparable(expected) or seed != run.task.seed:
         raise UserError(
             f"{run.run_dir}: holds a run of another scenario or seed than this sweep asks for "
@@ -150,7 +157,9 @@ def _check_not_stale(run: PlannedRun) -> None:
 
 
 def _comparable(dump: dict) -> dict:
-    return {k: v for k, v in dump.items() if k != "base_dir"}
+    """A scenario dump without its folder and seed (run.json's seed is compared instead)."""
+    sim = {k: v for k, v in dump["sim"].items() if k != "seed"}
+    return {**{k: v for k, v in dump.items() if k != "base_dir"}, "sim": sim}
 
 
 def _remove_leftovers(runs: list[PlannedRun]) -> None:

@@ -1,0 +1,177 @@
+"""The resolved run: a scenario with every reference looked up, as frozen data (``RunSpec``).
+
+:func:`sim.resolve.resolve` makes a :class:`RunSpec` once, at load time; the engine, analysis
+and the studies read from it and never from the catalogue, calibration files or price table
+again. ``scenario.json`` of a run directory is :meth:`RunSpec.to_json`, and
+:meth:`RunSpec.from_json` reads it back without any of those files, so a saved run re-analyses
+(and re-runs) as it was even after the catalogue or a calibration changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from sim.catalog import Accelerator, ModelShape
+from sim.errors import UserError
+from sim.perf import PerfParams
+from sim.prices import GpuPrice
+from sim.scenario import BatcherConfig, Scenario, ServiceTimeConfig
+
+FORMAT = 2  # of scenario.json; 1 (no "format" key) held the scenario and catalogue entries only
+
+_BATCHER = TypeAdapter(BatcherConfig)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """One pool: `replicas` identical replicas, each one model on `tp` GPUs of one type.
+
+    Replicas are numbered across the fleet; this pool's are ``first_replica`` to
+    ``first_replica + replicas - 1``. `perf` is the step-time model's parameters: the roofline's
+    :class:`~sim.perf.PerfParams` (calibration already loaded) or a service-time distribution.
+    `price` is None when the scenario has no ``[economics]``.
+    """
+
+    name: str
+    index: int
+    gpu: str
+    accelerator: Accelerator
+    tp: int
+    replicas: int
+    first_replica: int
+    model: str
+    model_shape: ModelShape
+    weight_dtype: str
+    kv_dtype: str
+    batcher: BatcherConfig
+    perf: PerfParams | ServiceTimeConfig
+    kv_capacity_blocks: int
+    swap_s_per_block: float
+    weight_bytes: float
+    price: GpuPrice | None
+
+    @property
+    def gpus(self) -> int:
+        """GPUs of the whole pool."""
+        return self.replicas * self.tp
+
+    @property
+    def replica_indices(self) -> range:
+        """Fleet-wide indices of this pool's replicas."""
+        return range(self.first_replica, self.first_replica + self.replicas)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (non-finite floats as text)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "perf":
+                value = _perf_json(value)
+            elif f.name == "price":
+                value = None if value is None else dataclasses.asdict(value)
+            elif hasattr(value, "model_dump"):
+                value = value.model_dump(mode="json")
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PoolSpec:
+        """The inverse of :meth:`to_json`."""
+        price = data["price"]
+        return cls(
+            **{
+                **data,
+                "accelerator": Accelerator.model_validate(data["accelerator"]),
+                "model_shape": ModelShape.model_validate(data["model_shape"]),
+                "batcher": _BATCHER.validate_python(data["batcher"]),
+                "perf": _perf_from_json(data["perf"]),
+                "price": None if price is None else GpuPrice(**price),
+            }
+        )
+
+
+def _perf_json(perf: PerfParams | ServiceTimeConfig) -> dict[str, Any]:
+    if isinstance(perf, ServiceTimeConfig):
+        return perf.model_dump(mode="json")
+    values = dataclasses.asdict(perf)
+    return {"kind": perf.kind, **{k: v if math.isfinite(v) else str(v) for k, v in values.items()}}
+
+
+def _perf_from_json(data: Mapping[str, Any]) -> PerfParams | ServiceTimeConfig:
+    if data["kind"] == PerfParams.kind:
+        return PerfParams(**{k: float(v) for k, v in data.items() if k != "kind"})
+    return ServiceTimeConfig.model_validate(data)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs, resolved: the scenario, its pools, router and trace files.
+
+    `scenario` keeps the workload, simulation and economics sections as the user wrote them;
+    `trace_files` maps each trace named in the scenario (``builtin:NAME`` or a path) to its
+    absolute file path.
+    """
+
+    scenario: Scenario
+    pools: tuple[PoolSpec, ...]
+    router: str
+    trace_files: Mapping[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas of the whole fleet."""
+        return sum(p.replicas for p in self.pools)
+
+    def with_seed(self, seed: int) -> RunSpec:
+        """The same run with ``sim.seed`` set to `seed`."""
+        if seed == self.scenario.sim.seed:
+            return self
+        sim = self.scenario.sim.model_copy(update={"seed": seed})
+        return dataclasses.replace(self, scenario=self.scenario.model_copy(update={"sim": sim}))
+
+    def to_json(self) -> dict[str, Any]:
+        """The contents of scenario.json."""
+        return {
+            "format": FORMAT,
+            "scenario": self.scenario.model_dump(mode="json"),
+            "pools": [p.to_json() for p in self.pools],
+            "router": self.router,
+            "trace_files": dict(self.trace_files),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunSpec:
+        """A RunSpec from scenario.json; ValueError for another format."""
+        if data.get("format") != FORMAT:
+            raise ValueError(f"scenario.json format {data.get('format', 1)}, expected {FORMAT}")
+        return cls(
+            Scenario.model_validate(data["scenario"]),
+            tuple(PoolSpec.from_json(p) for p in data["pools"]),
+            data["router"],
+            dict(data["trace_files"]),
+        )
+
+
+def read_run_spec(path: str | Path) -> RunSpec:
+    """The resolved run stored in a run directory's scenario.json; UserError if it is not one."""
+    path = Path(path)
+    try:
+        return RunSpec.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{path}: not a scenario.json this version can read ({exc}); run its scenario again"
+        ) from None
