@@ -7,8 +7,9 @@ prefill its prefill attention plus ``p / (p + d)`` of the kernels every token pa
 (GEMMs, element-wise kernels, LM head, all-reduces, overheads) and decode its attention plus the
 other ``d / (p + d)``; the recorded duration (host overhead and swaps included) is split in that
 ratio. The trace does not record the prompts' own lengths or cached context, so the prefill
-attention of an interval is that of ``s`` equal prompts with no cached prefix. ``service_time``:
-an iteration's draw is the same for every sequence in it, so each sequence gets an equal share.
+attention of an interval is that of ``s`` equal prompts with no cached prefix. Step-time noise
+multiplies a whole iteration, so it leaves the split alone. ``service_time`` and ``replay``: an
+iteration's duration is the same whatever it holds, so each sequence gets an equal share.
 
 Per request, the prefill time of an interval goes to its prompts by their computed tokens and
 the decode time to its decoding sequences equally: a request's decode seconds are the integral,
@@ -23,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
-from sim.perf import Roofline, ServiceTime, make_step_time_model
+from sim.noise import NoisyStepTime
+from sim.perf import Roofline, make_step_time_model
 
 
 def prefill_fraction(data: RunData) -> np.ndarray:
@@ -37,12 +39,14 @@ def prefill_fraction(data: RunData) -> np.ndarray:
     if not mixed.any():
         return share
     model = make_step_time_model(data.spec.pools[0], np.random.default_rng(0))
-    if isinstance(model, ServiceTime):
+    model = model.model if isinstance(model, NoisyStepTime) else model  # noise: mean 1
+    if not isinstance(model, Roofline):  # service_time, replay: the same for every sequence
         share[mixed] = seqs[mixed] / (seqs[mixed] + d[mixed])
         return share
-    share[mixed] = _roofline_share(
-        model, p[mixed], seqs[mixed], d[mixed], s["decode_context"].to_numpy(np.float64)[mixed]
-    )
+    context = s["decode_context"].to_numpy(np.float64)
+    if model.padded_attention:  # attention over the batch padded to its longest sequence
+        context = d * s["decode_max_context"].to_numpy(np.float64)
+    share[mixed] = _roofline_share(model, p[mixed], seqs[mixed], d[mixed], context[mixed])
     return share
 
 

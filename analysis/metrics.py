@@ -27,13 +27,23 @@ def distribution(values: pd.Series | np.ndarray) -> dict[str, float | None]:
 
 def latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
     """Per-request latencies in seconds: ttft, tpot, e2e (completed) and queue (scheduled)."""
+    return {
+        **completed_latencies(requests),
+        "queue": (requests["first_scheduled_s"] - requests["arrival_s"]).dropna(),
+    }
+
+
+def completed_latencies(requests: pd.DataFrame) -> dict[str, pd.Series]:
+    """ttft, tpot and e2e of the completed requests, in seconds (tpot: of those with 2+ tokens).
+
+    Needs the columns status, arrival_s, first_token_s, finish_s and output_tokens.
+    """
     done = requests[requests["status"] == "completed"]
     multi = done[done["output_tokens"] > 1]
     return {
         "ttft": done["first_token_s"] - done["arrival_s"],
         "tpot": (multi["finish_s"] - multi["first_token_s"]) / (multi["output_tokens"] - 1),
         "e2e": done["finish_s"] - done["arrival_s"],
-        "queue": (requests["first_scheduled_s"] - requests["arrival_s"]).dropna(),
     }
 
 
@@ -91,9 +101,20 @@ def slo_missed(done: pd.DataFrame, scenario: Scenario) -> pd.Series:
 
 def number_in_system(requests: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average number of requests inside the fleet (arrived, not finished) over [t0, t1]."""
+    return _time_average(requests, "finish_s", t0, t1)
+
+
+def number_waiting(requests: pd.DataFrame, t0: float, t1: float) -> float:
+    """Time-average number of requests waiting to be admitted (arrived, not yet scheduled for
+    the first time) over [t0, t1]."""
+    return _time_average(requests, "first_scheduled_s", t0, t1)
+
+
+def _time_average(requests: pd.DataFrame, until: str, t0: float, t1: float) -> float:
+    """Time-average number of routed requests between their arrival and `until` (never: inf)."""
     served = requests[requests["status"] != "rejected"]
     start = served["arrival_s"].to_numpy()
-    end = served["finish_s"].fillna(np.inf).to_numpy()
+    end = served[until].fillna(np.inf).to_numpy()
     overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0.0, None)
     return float(overlap.sum() / (t1 - t0))
 

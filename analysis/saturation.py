@@ -1,28 +1,30 @@
 """Is the fleet overloaded? Backlog, goodput and SLO attainment over the measurement window.
 
-A fleet offered more than it can serve accumulates requests at (offered - served) per second,
-so the time-average number in the system over the last quarter of the window exceeds that over
-the first quarter by about (offered - served) x 3/4 of the window; a stable fleet's difference
-only fluctuates around zero. One run is called saturated when that growth is at least
-MIN_GROWTH_REQUESTS and GROWTH_FRACTION of the window's arrivals, which is what a load offered
-4/3 x GROWTH_FRACTION beyond what the fleet serves accumulates, and the offered load is at least
-NEAR_CAPACITY of the fleet's capacity (analysis.capacity): a fleet filling up after too short a
-warm-up also grows, but far below its capacity. tests/test_saturation.py holds a fleet at 80% of
-its capacity stable and one at 120% saturated. ``sim plan`` judges across seeds instead: growth
-of at least MIN_GROWTH_REQUESTS whose 95% interval lies above zero.
+The backlog is the requests waiting to be admitted (arrived, not yet scheduled). A fleet offered
+more than it can serve accumulates them at (offered - served) per second, so their time-average
+number over the last quarter of the window exceeds that over the first quarter by about
+(offered - served) x 3/4 of the window; a stable fleet's difference only fluctuates around zero.
+(Requests being served are left out: a fleet filling its batches after too short a warm-up
+holds more of them as it goes, without any overload.) One run is called saturated when that
+growth is at least MIN_GROWTH_REQUESTS and GROWTH_FRACTION of the window's arrivals, which is
+what a load offered 4/3 x GROWTH_FRACTION beyond what the fleet serves accumulates, and the
+offered load is at least NEAR_CAPACITY of the fleet's capacity (analysis.capacity).
+tests/test_saturation.py holds a fleet at 80% of its capacity stable and one at 120% saturated.
+``sim plan`` judges across seeds instead: growth of at least MIN_GROWTH_REQUESTS whose 95%
+interval lies above zero, at NEAR_CAPACITY or more.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from analysis.metrics import number_in_system, slo_missed
+from analysis.metrics import number_waiting, slo_missed
 from analysis.rundata import RunData
 from analysis.window import Window, completed_in
 
 MIN_GROWTH_REQUESTS = 1.0
 GROWTH_FRACTION = 0.01  # of the window's arrivals
-NEAR_CAPACITY = 0.8  # the capacity estimate is optimistic by up to ~15% where KV limits it
+NEAR_CAPACITY = 0.8  # the capacity estimate is optimistic by up to 15% where KV limits it
 EDGE_FRACTION = 0.25
 
 
@@ -36,7 +38,7 @@ def saturation(data: RunData, window: Window, capacity_per_s: float | None) -> d
     block: dict = {
         "saturated": None,
         "backlog_growth": None,
-        "backlog_end": int(_in_system_at(req, window.end_s)),
+        "backlog_end": _waiting_at(req, window.end_s),
         "left_at_end": int((req["status"] == "in_flight").sum()),
         "offered_per_s": None,
         "departures_per_s": None,
@@ -48,7 +50,7 @@ def saturation(data: RunData, window: Window, capacity_per_s: float | None) -> d
     if width <= 0:
         return block
     edge = EDGE_FRACTION * width
-    growth = number_in_system(req, window.end_s - edge, window.end_s) - number_in_system(
+    growth = number_waiting(req, window.end_s - edge, window.end_s) - number_waiting(
         req, window.start_s, window.start_s + edge
     )
     done = completed_in(data, window)
@@ -66,10 +68,10 @@ def saturation(data: RunData, window: Window, capacity_per_s: float | None) -> d
     return block
 
 
-def _in_system_at(requests: pd.DataFrame, t: float) -> int:
-    """Requests arrived by `t`, not rejected and not finished by `t`."""
+def _waiting_at(requests: pd.DataFrame, t: float) -> int:
+    """Requests arrived by `t`, not rejected and not yet scheduled by `t`."""
     routed = requests[requests["status"] != "rejected"]
-    waiting = routed["finish_s"].isna() | (routed["finish_s"] > t)
+    waiting = routed["first_scheduled_s"].isna() | (routed["first_scheduled_s"] > t)
     return int(((routed["arrival_s"] <= t) & waiting).sum())
 
 

@@ -32,7 +32,8 @@ import pandas as pd
 
 from sim.catalog import Accelerator, ModelShape, builtin_accelerators
 from sim.errors import UserError
-from sim.perf import PerfParams, Roofline
+from sim.noise import MarkovLognormal, StepNoise
+from sim.perf import DECODE_ATTENTION, PerfParams, Roofline
 from sim.scenario import read_toml
 
 SHAPE_COLUMNS = (
@@ -76,11 +77,19 @@ FIT_BOUNDS: dict[str, tuple[float, float, float]] = {
     "step_overhead_s": (1e-7, 0.1, 1e-4),
 }
 # fixed costs and paddings that `--fix NAME=0` may switch off (their lower bounds above are only
-# the floor of the log-space fit): a profile of one shape cannot tell apart costs paid per
-# iteration, per GEMM and per layer (they are constants in every row of it), so the shipped
-# calibration holds the per-iteration and per-GEMM ones at 0 (docs/fidelity.md)
+# the floor of the log-space fit)
 ABSENT_ALLOWED = frozenset(n for n in FIT_BOUNDS if n.endswith(("_s", "_tokens")))
+# What a profile of one shape cannot pin, held by default (docs/fidelity.md). The costs per
+# iteration and per GEMM: in every row of a one-shape profile they are constants, like the cost
+# per layer, and a fit over three shapes puts both at 0 (a step's fixed costs are its layers'
+# small kernels). The weight-streaming bandwidth, where it was measured on the GPU: with one shape
+# it trades against the per-layer cost (a free fit on the shipped profile lands at 0.68 and no
+# per-layer cost, and misses the Llama-3-70B slice by 22% median instead of 7%). H200: a 1-row
+# GEMM reading 8 GiB of bf16 weights ran at 3.97 of 4.8 TB/s (benchmarks/profiles/ceilings.txt).
+HELD_AT_ZERO = ("step_overhead_s", "gemm_overhead_s")
+MEASURED_STREAM_EFFICIENCY = {"h200": 0.827}
 CALIBRATIONS_DIR = "data/calibrations"
+NOISE_PHASES = ("prefill", "decode")  # the fields of StepNoise, in order
 
 
 # ----------------------------------------------------------------------------- profiles
@@ -263,6 +272,21 @@ def fit(
     return params_of(result.x)
 
 
+def held_parameters(gpus: set[str], fixes: list[str], frees: list[str] = ()) -> dict[str, float]:
+    """The parameters a profile fit holds: the defaults for `gpus` less `frees`, then `fixes`.
+
+    `fixes` are ``NAME=VALUE`` strings; `frees` names of default holds to fit instead.
+    """
+    held = dict.fromkeys(HELD_AT_ZERO, 0.0)
+    if len(gpus) == 1 and (gpu := next(iter(gpus))) in MEASURED_STREAM_EFFICIENCY:
+        held["memory_efficiency"] = MEASURED_STREAM_EFFICIENCY[gpu]
+    for name in frees:
+        if name not in held:
+            raise UserError(f"--free {name}: not held by default; held: {', '.join(held)}")
+        del held[name]
+    return held | parse_fixed(fixes)
+
+
 def parse_fixed(items: list[str]) -> dict[str, float]:
     """``NAME=VALUE`` strings into fixed parameters; UserError for unknown names or values."""
     fixed = {}
@@ -340,29 +364,48 @@ def format_table(title: str, rows: list[tuple[str, int, float, float, float]]) -
 
 @dataclass(frozen=True)
 class Calibration:
-    """Fitted parameters and where they came from."""
+    """Fitted parameters and where they came from.
+
+    profile: the profile the GPU parameters were fitted to; rows: its rows; steps: the live step
+    log the host terms and the noise were fitted to ("" for none); decode_attention: how the
+    engine of that log computes decode attention (None: not said); noise: the fitted step-time
+    noise, if any.
+    """
 
     params: PerfParams
     gpu: str
     profile: str
     rows: int
+    steps: str = ""
+    decode_attention: str | None = None
+    noise: StepNoise | None = None
 
 
 def write_calibration(path: str | Path, cal: Calibration, note: str = "") -> None:
-    """Write a calibration TOML (a [calibration] provenance table and a [params] table)."""
+    """Write a calibration TOML: a [calibration] provenance table, [params] and maybe [noise]."""
     lines = ["# Step-time calibration written by `python -m sim perf fit`."]
     lines += [f"# {line}" for line in note.splitlines()]
-    lines += [
-        "",
-        "[calibration]",
-        f'gpu = "{cal.gpu}"',
-        f'profile = "{cal.profile}"',
-        f"rows = {cal.rows}",
-        "",
-        "[params]",
-    ]
+    lines += ["", "[calibration]", f'gpu = "{cal.gpu}"', f'profile = "{cal.profile}"']
+    lines += [f"rows = {cal.rows}"]
+    if cal.steps:
+        lines.append(f'steps = "{cal.steps}"')
+    if cal.decode_attention is not None:
+        lines.append(f'decode_attention = "{cal.decode_attention}"')
+    lines += ["", "[params]"]
     lines += [f"{name} = {_toml_float(value)}" for name, value in asdict(cal.params).items()]
+    if cal.noise is not None:
+        for phase in NOISE_PHASES:
+            noise = getattr(cal.noise, phase)
+            lines += ["", f"[noise.{phase}]", 'kind = "markov_lognormal"']
+            lines.append(f"log_means = {_toml_floats(noise.log_means)}")
+            lines.append(f"log_sigmas = {_toml_floats(noise.log_sigmas)}")
+            rows = ", ".join(_toml_floats(row) for row in noise.transitions)
+            lines.append(f"transitions = [{rows}]")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _toml_floats(values) -> str:
+    return "[" + ", ".join(_toml_float(v) for v in values) + "]"
 
 
 def _toml_float(value: float) -> str:
@@ -394,9 +437,56 @@ def load_calibration(path: str | Path) -> Calibration:
     if values.get("overlap", 1.0) < 1.0:
         raise UserError(f"{path}: params.overlap = {values['overlap']!r}: must be >= 1")
     params = replace(PerfParams(), **{k: float(v) for k, v in values.items()})
+    attention = meta.get("decode_attention")
+    if attention is not None and attention not in DECODE_ATTENTION:
+        raise UserError(
+            f"{path}: calibration.decode_attention = {attention!r}: allowed: "
+            f"{', '.join(DECODE_ATTENTION)}"
+        )
     return Calibration(
-        params, str(meta.get("gpu", "")), str(meta.get("profile", "")), int(meta.get("rows", 0))
+        params,
+        str(meta.get("gpu", "")),
+        str(meta.get("profile", "")),
+        int(meta.get("rows", 0)),
+        str(meta.get("steps", "")),
+        attention,
+        _noise_of(path, data.get("noise")),
     )
+
+
+def _noise_of(path: Path, table: object) -> StepNoise | None:
+    """The [noise.prefill] and [noise.decode] tables of a calibration file, checked."""
+    if table is None:
+        return None
+    if not isinstance(table, dict) or set(table) != set(NOISE_PHASES):
+        raise UserError(f"{path}: [noise] needs exactly the tables [noise.prefill] and "
+                        "[noise.decode]")  # fmt: skip
+    return StepNoise(*(_chain_of(path, phase, table[phase]) for phase in NOISE_PHASES))
+
+
+def _chain_of(path: Path, phase: str, table: object) -> MarkovLognormal:
+    where = f"{path}: noise.{phase}"
+    allowed = {"kind", "log_means", "log_sigmas", "transitions"}
+    if not isinstance(table, dict) or table.get("kind") != "markov_lognormal":
+        raise UserError(f"{where}.kind: allowed: markov_lognormal")
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise UserError(f"{where}.{unknown[0]}: unknown field; allowed: {sorted(allowed)}")
+    try:
+        noise = MarkovLognormal(
+            tuple(float(v) for v in table["log_means"]),
+            tuple(float(v) for v in table["log_sigmas"]),
+            tuple(tuple(float(v) for v in row) for row in table["transitions"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(
+            f"{where}: needs log_means, log_sigmas (lists of numbers) and transitions (a list "
+            f"of lists): {exc!r}"
+        ) from None
+    problems = noise.problems()
+    if problems:
+        raise UserError(f"{where}: {problems[0]}")
+    return noise
 
 
 def builtin_calibrations() -> list[str]:

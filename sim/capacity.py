@@ -38,9 +38,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from sim.batching import cpu_overhead_s
 from sim.batching.continuous import cuda_graph_rows
+from sim.noise import NoisyStepTime
 from sim.perf import ServiceTime, StepTimeModel, StepWork, make_step_time_model
+from sim.replay import Replay
 from sim.runspec import PoolSpec
 from sim.scenario import BatcherConfig, ContinuousBatcherConfig, StaticBatcherConfig
 
@@ -107,35 +108,46 @@ def replica_capacity(
     times = MeanStepTimes(model)
     rng = np.random.default_rng(SAMPLE_SEED)
     if isinstance(batcher, ContinuousBatcherConfig):
+        contexts = Contexts(mix, np.random.default_rng([SAMPLE_SEED, 1]))
         if batcher.mix_prefill_decode:
-            return _continuous_mixed(times, batcher, capacity_blocks, mix, rng)
-        return _continuous_v0(times, batcher, capacity_blocks, mix, rng)
+            return _continuous_mixed(times, batcher, capacity_blocks, mix, contexts, rng)
+        return _continuous_v0(times, batcher, capacity_blocks, mix, contexts, rng)
     return _run_to_completion(times, batcher, capacity_blocks, mix, rng)
 
 
 class MeanStepTimes:
-    """Mean iteration durations of a step-time model, drawing no random numbers (seconds)."""
+    """Mean iteration durations of a step-time model, drawing no random numbers (seconds).
+
+    A roofline with step-time noise is timed without it (the noise's long-run mean multiplier
+    is 1, ``sim.noise``); ``service_time`` iterations take their mean (times the sequences with
+    ``scale_with_batch``); a ``replay`` iteration takes the mean of its log's durations.
+    """
 
     def __init__(self, model: StepTimeModel) -> None:
-        self.model = model
-        self.service = model.cfg if isinstance(model, ServiceTime) else None
+        self.model = model.model if isinstance(model, NoisyStepTime) else model
+        self.constant_s: float | None = None  # a duration whatever the iteration computes
+        self.per_seq = False
+        if isinstance(self.model, ServiceTime):
+            self.constant_s = self.model.cfg.mean_s
+            self.per_seq = self.model.cfg.scale_with_batch
+        elif isinstance(self.model, Replay):
+            self.constant_s = float(np.mean(self.model.durations))
 
     def step_s(self, work: StepWork) -> float:
         """Mean duration of one iteration doing `work`."""
-        if self.service is None:
+        if self.constant_s is None:
             return self.model.step_s(work)
         seqs = work.decode_seqs + work.logit_tokens
-        return self.service.mean_s * (seqs if self.service.scale_with_batch else 1)
+        return self.constant_s * (seqs if self.per_seq else 1)
 
-    def decode_s(self, seqs: int, context_sum: int, iterations: int, padded: int = 0) -> float:
+    def decode_s(self, seqs: int, context_sum: int, iterations: int, max_context: int) -> float:
         """Summed duration of `iterations` pure decode iterations (as ``decode_stretch_s``)."""
         if iterations <= 0:
             return 0.0
-        if self.service is None:
-            durations = self.model.decode_stretch_s(seqs, context_sum, iterations, padded)
+        if self.constant_s is None:
+            durations = self.model.decode_stretch_s(seqs, context_sum, iterations, 0, max_context)
             return float(durations.sum() if isinstance(durations, np.ndarray) else sum(durations))
-        factor = seqs if self.service.scale_with_batch else 1
-        return iterations * self.service.mean_s * factor
+        return iterations * self.constant_s * (seqs if self.per_seq else 1)
 
 
 # ----------------------------------------------------------------------------- continuous
@@ -153,11 +165,31 @@ def _decode_block_iterations(mix: WorkloadMix, block_size: int) -> np.ndarray:
     return _blocks_up_to(p + o - 1, block_size) - _blocks_up_to(p, block_size)
 
 
-def _decode_context_per_seq(mix: WorkloadMix) -> float:
-    """Mean positions a decoding sequence attends, weighted by its decode iterations."""
-    p, steps = mix.prompt_tokens, mix.output_tokens - 1
-    total = (steps * p + steps * (steps + 1) // 2).sum()
-    return float(total / steps.sum()) if steps.sum() else 0.0
+class Contexts:
+    """The positions a decoding sequence attends (its prompt and the tokens so far), over the
+    decode iterations of the mix: their mean, and the longest among a batch (which decode
+    attention padded to the batch's longest sequence costs for every sequence)."""
+
+    SAMPLES = 4096
+
+    def __init__(self, mix: WorkloadMix, rng: np.random.Generator) -> None:
+        p, steps = mix.prompt_tokens, mix.output_tokens - 1
+        total = int(steps.sum())
+        self.mean = float((steps * p + steps * (steps + 1) // 2).sum() / total) if total else 0.0
+        self.sample = np.zeros(1)
+        if total:
+            who = rng.choice(len(steps), self.SAMPLES, p=steps / total)
+            self.sample = p[who] + rng.integers(1, steps[who] + 1)
+
+    def longest(self, seqs: int) -> int:
+        """The expected longest context of `seqs` decoding sequences (0 for none)."""
+        return round(float(np.quantile(self.sample, seqs / (seqs + 1)))) if seqs else 0
+
+    def decode(self, work: StepWork, seqs: int) -> None:
+        """Put `seqs` decoding sequences into `work`."""
+        work.decode_seqs = seqs
+        work.decode_context = round(seqs * self.mean)
+        work.decode_max_context = self.longest(seqs)
 
 
 def _binding(limits: dict[str, float]) -> tuple[float, str]:
@@ -178,6 +210,7 @@ def _continuous_mixed(
     cfg: ContinuousBatcherConfig,
     capacity_blocks: int,
     mix: WorkloadMix,
+    contexts: Contexts,
     rng: np.random.Generator,
 ) -> Capacity:
     """Iterations that decode every running sequence and prefill the admitted prompts."""
@@ -194,11 +227,10 @@ def _continuous_mixed(
         }
     )
     decoding = round(per_iteration * float(decode_iters.mean()))
-    context_per_seq = _decode_context_per_seq(mix)
     if limit == "max_num_batched_tokens":  # every iteration fills its budget with prompt tokens
         work = _mean_prefill(mix, chunks, per_iteration)
-        work.decode_seqs, work.decode_context = decoding, round(decoding * context_per_seq)
-        iteration_s = _iteration_s(times, cfg, work)
+        contexts.decode(work, decoding)
+        iteration_s = times.step_s(work)
         completed = per_iteration
     else:  # a Poisson number of whole prompts per iteration, in the slots free for them
         slots = cfg.max_num_seqs
@@ -208,10 +240,10 @@ def _continuous_mixed(
             k = len(prompts)
             seqs = slots - k if limit == "max_num_seqs" else min(decoding, slots - k)
             work = _prefill_work(mix, prompts)
-            work.decode_seqs, work.decode_context = seqs, round(seqs * context_per_seq)
+            contexts.decode(work, seqs)
             if k == 0 and cfg.cuda_graph_padding:
                 work.padded_seqs = cuda_graph_rows(seqs) - seqs
-            return _iteration_s(times, cfg, work)
+            return times.step_s(work)
 
         pmf = _admissions(per_iteration, slots, idle_possible=decoding > 0)
         completed, iteration_s = _expected(pmf, mix, iteration_s_of, rng)
@@ -224,6 +256,7 @@ def _continuous_v0(
     cfg: ContinuousBatcherConfig,
     capacity_blocks: int,
     mix: WorkloadMix,
+    contexts: Contexts,
     rng: np.random.Generator,
 ) -> Capacity:
     """vLLM v0: a decode iteration of every running sequence, then a prefill iteration of the
@@ -241,15 +274,15 @@ def _continuous_v0(
         }
     )
     decoding = round(per_cycle * mean_decode)
-    context = round(decoding * _decode_context_per_seq(mix))
     padded = cuda_graph_rows(decoding) - decoding if cfg.cuda_graph_padding and decoding else 0
-    decode = StepWork(decode_seqs=decoding, decode_context=context, padded_seqs=padded)
-    decode_s = _iteration_s(times, cfg, decode) if decoding else 0.0
+    decode = StepWork(padded_seqs=padded)
+    contexts.decode(decode, decoding)
+    decode_s = times.step_s(decode) if decoding else 0.0
 
     def cycle_s_of(prompts: np.ndarray) -> float:
         if len(prompts) == 0:
             return decode_s
-        return decode_s + _iteration_s(times, cfg, _prefill_work(mix, prompts))
+        return decode_s + times.step_s(_prefill_work(mix, prompts))
 
     pmf = _admissions(per_cycle, cfg.max_num_seqs, idle_possible=decoding > 0)
     completed, cycle_s = _expected(pmf, mix, cycle_s_of, rng)
@@ -316,13 +349,8 @@ def _mean_prefill(mix: WorkloadMix, chunks: np.ndarray, per_iteration: float) ->
         prefill_attn_pairs=round(per_iteration * float(pairs.mean())),
         prefill_cached_tokens=round(per_iteration * float(context.mean())),
         logit_tokens=round(per_iteration),
+        prefill_seqs=max(1, round(per_iteration * float(chunks.mean()))),
     )
-
-
-def _iteration_s(times: MeanStepTimes, cfg: ContinuousBatcherConfig, work: StepWork) -> float:
-    """Step time of `work` plus the host time of its sequences."""
-    seqs = work.decode_seqs + work.logit_tokens
-    return times.step_s(work) + cpu_overhead_s(cfg, seqs)
 
 
 # ----------------------------------------------------------------------------- run to completion
@@ -343,7 +371,7 @@ def _run_to_completion(
         members = _fill_batch(reserve, cfg.max_batch, capacity_blocks, rng)
         kv_limited += len(members) < cfg.max_batch
         prompts, outputs = mix.prompt_tokens[members], mix.output_tokens[members]
-        seconds += (_static_s if padded else _dynamic_s)(times, cfg, prompts, outputs)
+        seconds += (_static_s if padded else _dynamic_s)(times, prompts, outputs)
         requests += len(members)
     limit = "kv_cache" if kv_limited > BATCH_SAMPLES / 2 else "max_batch"
     return Capacity(requests / seconds, requests / BATCH_SAMPLES, limit, seconds / BATCH_SAMPLES)
@@ -358,32 +386,33 @@ def _fill_batch(
     return drawn[: max(1, fit)]
 
 
-def _static_s(times: MeanStepTimes, cfg, prompts: np.ndarray, outputs: np.ndarray) -> float:
+def _static_s(times: MeanStepTimes, prompts: np.ndarray, outputs: np.ndarray) -> float:
     """A padded batch: every prompt padded to the longest, every row decoding to the end."""
     rows, longest, iterations = len(prompts), int(prompts.max()), int(outputs.max()) - 1
     work = StepWork()
     for _ in range(rows):
         work.add_prefill(longest, 0, True)
-    host = cpu_overhead_s(cfg, rows) * (1 + iterations)
-    return times.step_s(work) + times.decode_s(rows, rows * (longest + 1), iterations) + host
+    decode_s = times.decode_s(rows, rows * (longest + 1), iterations, longest + 1)
+    return times.step_s(work) + decode_s
 
 
-def _dynamic_s(times: MeanStepTimes, cfg, prompts: np.ndarray, outputs: np.ndarray) -> float:
+def _dynamic_s(times: MeanStepTimes, prompts: np.ndarray, outputs: np.ndarray) -> float:
     """A packed batch: prompts unpadded, each row leaving when its last token is out."""
     work = StepWork()
     for p in prompts:
         work.add_prefill(int(p), 0, True)
-    total = times.step_s(work) + cpu_overhead_s(cfg, len(prompts))
+    total = times.step_s(work)
     order = np.argsort(outputs, kind="stable")
     finish = outputs[order] - 1  # decode clock at which each row is done
+    ordered = prompts[order]
+    longest = np.maximum.accumulate(ordered[::-1])[::-1]  # longest prompt of the rows left
     live_prompts = int(prompts.sum())
     clock = 0
-    for i, (end, p) in enumerate(zip(finish.tolist(), prompts[order].tolist(), strict=True)):
+    for i, (end, p) in enumerate(zip(finish.tolist(), ordered.tolist(), strict=True)):
         live = len(prompts) - i
         if end > clock:
             context = live_prompts + live * (clock + 1)
-            total += times.decode_s(live, context, end - clock)
-            total += cpu_overhead_s(cfg, live) * (end - clock)
+            total += times.decode_s(live, context, end - clock, int(longest[i]) + clock + 1)
             clock = end
         live_prompts -= p
     return total

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sim import perf_cli
 from sim.compare_cli import add_compare
+from sim.e2e_cli import add_validate_e2e
 from sim.errors import UserError
 from sim.report_cli import add_report
 from sim.study.commands import add_plan, add_sweep
@@ -248,6 +249,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_sweep,
     add_plan,
     _add_validate,
+    add_validate_e2e,
     _add_check,
 ]
 

@@ -100,7 +100,7 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     workload = generate_workload(spec.scenario, spec.trace_files, rngs)
 
     env = simpy.Environment()
-    recorder = Recorder(workload)
+    recorder = Recorder(workload, longest_context=spec.pads_decode_attention)
     perf_seeds = streams["perf"].spawn(spec.num_replicas)
     fleet = Fleet(env, spec, recorder, perf_seeds, workload.prefix_block_tokens)
     ArrivalFeed(env, workload, fleet).start()

@@ -1,15 +1,17 @@
 """Step-time models: how long one batch iteration of a replica takes, in seconds.
 
-Two models share one small protocol:
+The models share one small protocol:
 
 * :class:`Roofline` counts, kernel by kernel, the FLOPs and bytes of an iteration from the model
   shape (the GEMMs of each layer, attention, element-wise kernels, the LM head), gives each kernel
   the time of the slower of its compute and its memory traffic at the achieved rates of one GPU
   (datasheet peak x efficiency), sums the kernels, and adds per-layer and per-iteration overheads
-  and the tensor-parallel all-reduces on the scale-up link. The efficiencies and overheads are
-  :class:`PerfParams`: defaults from measured ceilings, or fitted to a measured profile
-  (``sim/calibration.py``).
+  and the tensor-parallel all-reduces on the scale-up link, and the host (CPU) time of the
+  serving engine's iteration. The efficiencies and overheads are :class:`PerfParams`: defaults
+  from measured ceilings, or fitted to a measured profile (``sim/calibration.py``) and to a live
+  step log (``sim/live_fit.py``); optionally its durations carry fitted noise (``sim/noise.py``).
 * :class:`ServiceTime` draws each iteration's duration from a distribution (for validation).
+* :class:`~sim.replay.Replay` hands out the measured durations of a step log in order.
 
 An iteration is described by :class:`StepWork` aggregates, so the cost of computing a step time
 does not grow with the batch size.
@@ -29,8 +31,11 @@ from sim.catalog import BYTES_PER_DTYPE, Accelerator, ModelShape
 from sim.scenario import RooflineConfig, ServiceTimeConfig
 
 if TYPE_CHECKING:
+    from sim.noise import StepNoise
     from sim.runspec import PoolSpec
 
+HOST_PARAMS = ("host_prefill_step_s", "host_decode_step_s", "host_seq_s", "host_prompt_s")
+DECODE_ATTENTION = ("summed", "padded")
 NUMPY_STRETCH = 64  # stretches at least this long are computed with numpy (same results)
 ACTIVATION_BYTES = 2.0  # bf16 activations: GEMM inputs/outputs, element-wise kernels, all-reduces
 
@@ -41,17 +46,21 @@ class StepWork:
 
     prefill_tokens: new prompt tokens processed; prefill_attn_pairs: (query, key) position pairs
     of those tokens under causal attention; prefill_cached_tokens: already-cached context the
-    prefill chunks attend to; logit_tokens: tokens that produce logits; decode_seqs: sequences
-    decoding one token; decode_context: sum of their attended context lengths; padded_seqs: rows
-    a CUDA graph of a larger batch computes beside the decoding sequences (no context).
+    prefill chunks attend to; logit_tokens: tokens that produce logits; prefill_seqs: prompt
+    chunks (sequences with prompt tokens); decode_seqs: sequences decoding one token;
+    decode_context: sum of their attended context lengths; decode_max_context: the longest of
+    those (filled only where decode attention is padded, else 0); padded_seqs: rows a CUDA graph
+    of a larger batch computes beside the decoding sequences (no context).
     """
 
     prefill_tokens: int = 0
     prefill_attn_pairs: int = 0
     prefill_cached_tokens: int = 0
     logit_tokens: int = 0
+    prefill_seqs: int = 0
     decode_seqs: int = 0
     decode_context: int = 0
+    decode_max_context: int = 0
     padded_seqs: int = 0
 
     def add_prefill(self, new_tokens: int, cached_tokens: int, emits_logits: bool) -> None:
@@ -60,6 +69,7 @@ class StepWork:
         self.prefill_attn_pairs += new_tokens * cached_tokens + new_tokens * (new_tokens + 1) // 2
         self.prefill_cached_tokens += cached_tokens
         self.logit_tokens += 1 if emits_logits else 0
+        self.prefill_seqs += 1
 
 
 class StepTimeModel(Protocol):
@@ -70,13 +80,19 @@ class StepTimeModel(Protocol):
         ...
 
     def decode_stretch_s(
-        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+        self,
+        num_seqs: int,
+        context_sum: int,
+        iterations: int,
+        padded_seqs: int = 0,
+        max_context: int = 0,
     ) -> Sequence[float]:
         """Durations of `iterations` pure decode iterations of `num_seqs` sequences.
 
-        The first iteration attends `context_sum` positions in all; each next one `num_seqs`
-        more. `padded_seqs` rows of CUDA-graph padding are computed too. A list, or a numpy
-        array for long stretches. This is the hot path of step compression.
+        The first iteration attends `context_sum` positions in all, the longest sequence
+        `max_context` (given where decode attention is padded, else 0); each next iteration one
+        more per sequence. `padded_seqs` rows of CUDA-graph padding are computed too. A list, or
+        a numpy array for long stretches. This is the hot path of step compression.
         """
         ...
 
@@ -106,6 +122,13 @@ class PerfParams:
     fit over three shapes puts the first two at zero (the fixed costs of a step are those of the
     small kernels of each layer), so the shipped calibration holds them at 0 (docs/fidelity.md).
 
+    Host (CPU) time of the serving engine, added to every iteration: ``host_prefill_step_s`` per
+    iteration that prefills (alone or mixed with decodes), ``host_decode_step_s`` per pure decode
+    iteration, ``host_seq_s`` per sequence in the iteration (decoding, or with a prompt chunk) and
+    ``host_prompt_s`` more per prompt chunk: scheduling, input preparation, kernel launches that
+    the GPU waits for, sampling. A profile of CUDA-graph steps holds none of it; they are fitted
+    to a live step log of the engine (``sim perf fit --steps``, docs/fidelity.md).
+
     The defaults are a plain roofline at the ceilings measured on an H200 on the day of the shipped
     profile (``sim/data/h200_llama3-8b_bf16.csv``, README of the shared data): a bf16 8192^3
     matmul reached 797 of 989.4 TFLOP/s (0.80) and a 2 GiB device copy 2.75 of 4.8 TB/s (0.57);
@@ -124,11 +147,14 @@ class PerfParams:
     layer_overhead_s: float = 0.0
     attention_overhead_s: float = 0.0
     step_overhead_s: float = 0.0
-    kind: ClassVar[str] = "roofline"  # the [perf] kind these parameters belong to
+    host_prefill_step_s: float = 0.0
+    host_decode_step_s: float = 0.0
+    host_seq_s: float = 0.0
+    host_prompt_s: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: RooflineConfig) -> PerfParams:
-        """Plain roofline at the scenario's efficiencies, with its per-iteration overhead."""
+        """Plain roofline at the scenario's efficiencies, with its overheads."""
         if cfg.calibration is not None:
             raise ValueError("a calibrated [perf] section: its parameters come from sim.resolve")
         return cls(
@@ -137,6 +163,7 @@ class PerfParams:
             attention_efficiency=cfg.compute_efficiency,
             kv_efficiency=cfg.memory_efficiency,
             step_overhead_s=cfg.overhead_s,
+            **{name: getattr(cfg, name) for name in HOST_PARAMS},
         )
 
     @classmethod
@@ -174,6 +201,9 @@ class Roofline:
     Each GPU holds 1/tp of every weight matrix (column- or row-parallel) and of the query heads;
     KV heads are split too, and replicated where there are fewer than `tp`. `layers` (default: all
     of the model's) is how many layers run, for profiles that measure a slice of a deep model.
+    `decode_attention` = "padded" costs decode attention over the batch padded to its longest
+    context (batch x longest positions), as engines that batch it as one dense tensor do;
+    "summed" over each sequence's own context.
     All methods below work on one GPU, in seconds, and accept numpy arrays in place of counts
     (the calibration evaluates whole profiles at once).
     """
@@ -187,11 +217,13 @@ class Roofline:
         weight_dtype: str = "bf16",
         kv_dtype: str = "bf16",
         layers: int | None = None,
+        decode_attention: str = "summed",
     ) -> None:
         if isinstance(params, RooflineConfig):  # a scenario's [perf] section, uncalibrated
             params = PerfParams.from_config(params)
         self.model, self.gpu, self.tp, self.params = model, gpu, tp, params
         self.layers = model.layers if layers is None else layers
+        self.padded_attention = decode_attention == "padded"
         m, p = model, params
         self.weight_bytes_per_param = BYTES_PER_DTYPE[weight_dtype]
         self.kv_bytes_per_value = BYTES_PER_DTYPE[kv_dtype]
@@ -219,11 +251,24 @@ class Roofline:
         self._decode_fixed_s: dict[int, float] = {}  # fixed_s of pure decode, by batch size
 
     @classmethod
-    def for_pool(cls, pool: PoolSpec, rng: np.random.Generator) -> Roofline:
-        """The roofline of one replica of `pool` (deterministic: `rng` is not used)."""
-        return cls(
-            pool.model_shape, pool.accelerator, pool.tp, pool.perf, pool.weight_dtype, pool.kv_dtype
+    def for_pool(cls, pool: PoolSpec, rng: np.random.Generator) -> StepTimeModel:
+        """The roofline of one replica of `pool`, its times multiplied by the pool's step-time
+        noise drawn from `rng` when the noise is on (without noise `rng` is not used)."""
+        setup = pool.perf
+        model = cls(
+            pool.model_shape,
+            pool.accelerator,
+            pool.tp,
+            setup.params,
+            pool.weight_dtype,
+            pool.kv_dtype,
+            decode_attention=setup.decode_attention,
         )
+        if setup.noise is None:
+            return model
+        from sim.noise import NoisyStepTime  # sim.noise builds on this module
+
+        return NoisyStepTime(model, setup.noise, rng)
 
     # ----------------------------------------------------------------- kernels of one GPU
     def gemm_s(self, rows, n: float, k: float):
@@ -323,6 +368,12 @@ class Roofline:
             p.step_overhead_s + self.layers * per_layer + self.head_s(logits) + self.comm_s(tokens)
         )
 
+    def host_s(self, seqs: int, prompts: int) -> float:
+        """Host time of an iteration of `seqs` sequences, `prompts` of them with prompt chunks."""
+        p = self.params
+        step = p.host_prefill_step_s if prompts else p.host_decode_step_s
+        return step + p.host_seq_s * seqs + p.host_prompt_s * prompts
+
     # ----------------------------------------------------------------- the protocol
     def step_s(self, work: StepWork) -> float:
         tokens = work.prefill_tokens + work.decode_seqs + work.padded_seqs
@@ -334,18 +385,30 @@ class Roofline:
                 work.prefill_tokens, work.prefill_attn_pairs, work.prefill_cached_tokens
             )
         if work.decode_seqs:
-            total += self.layers * self.decode_attention_s(work.decode_seqs, work.decode_context)
-        return total
+            context = work.decode_context
+            if self.padded_attention:
+                context = work.decode_seqs * work.decode_max_context
+            total += self.layers * self.decode_attention_s(work.decode_seqs, context)
+        return total + self.host_s(work.decode_seqs + work.prefill_seqs, work.prefill_seqs)
 
     def decode_stretch_s(
-        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+        self,
+        num_seqs: int,
+        context_sum: int,
+        iterations: int,
+        padded_seqs: int = 0,
+        max_context: int = 0,
     ) -> list[float]:
         # everything but attention is fixed while the batch is; attention is a few operations
         rows = num_seqs + padded_seqs
         fixed = self._decode_fixed_s.get(rows)
         if fixed is None:
             fixed = self._decode_fixed_s[rows] = self.fixed_s(rows, rows)
-        flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, self.params.overlap
+        if self.padded_attention:
+            context_sum = num_seqs * max_context
+        params = self.params
+        host = params.host_decode_step_s + params.host_seq_s * num_seqs  # host_s(num_seqs, 0)
+        flops_s, kv_s, p = self.attention_flops_s, self.kv_bytes_s, params.overlap
         flops_per_pos, kv_per_pos = self._decode_flops_per_pos, self._kv_bytes_per_pos
         pad = num_seqs * self.params.kv_pad_tokens
         seq_bytes = self._decode_seq_bytes * num_seqs
@@ -355,13 +418,16 @@ class Roofline:
             if iterations >= NUMPY_STRETCH:  # the same operations, elementwise
                 c = np.arange(context_sum, context_sum + iterations * num_seqs, num_seqs) * 1.0
                 flops = flops_per_pos * c / flops_s
-                return fixed + layers * np.maximum(
-                    flops, (kv_per_pos * (c + pad) + seq_bytes) / kv_s
+                return (
+                    fixed
+                    + layers * np.maximum(flops, (kv_per_pos * (c + pad) + seq_bytes) / kv_s)
+                    + host
                 )
             return [
                 fixed
                 + layers
                 * max(flops_per_pos * c / flops_s, (kv_per_pos * (c + pad) + seq_bytes) / kv_s)
+                + host
                 for c in contexts
             ]
         out = []
@@ -376,7 +442,9 @@ class Roofline:
             spread = abs(compute - memory)
             hi = (compute + memory + spread) * 0.5
             lo = (compute + memory - spread) * 0.5
-            out.append(fixed + layers * (hi * (1.0 + (lo / (hi + 1e-300)) ** p) ** (1.0 / p)))
+            out.append(
+                fixed + layers * (hi * (1.0 + (lo / (hi + 1e-300)) ** p) ** (1.0 / p)) + host
+            )
         return out
 
     def unuse(self, count: int) -> None:
@@ -447,7 +515,12 @@ class ServiceTime:
         return self._draw() * self._factor(work.decode_seqs + work.logit_tokens)
 
     def decode_stretch_s(
-        self, num_seqs: int, context_sum: int, iterations: int, padded_seqs: int = 0
+        self,
+        num_seqs: int,
+        context_sum: int,
+        iterations: int,
+        padded_seqs: int = 0,
+        max_context: int = 0,
     ) -> list[float]:
         self._last_stretch = [self._draw() for _ in range(iterations)]
         factor = self._factor(num_seqs)
@@ -459,12 +532,27 @@ class ServiceTime:
         self._last_stretch = []
 
 
-STEP_TIME_MODELS: dict[str, type[Roofline] | type[ServiceTime]] = {
-    "roofline": Roofline,
-    "service_time": ServiceTime,
-}
+@dataclass(frozen=True)
+class RooflineSetup:
+    """A pool's roofline: its parameters (calibration loaded), how decode attention is costed
+    (``summed`` or ``padded``) and its step-time noise (None: off)."""
+
+    params: PerfParams
+    decode_attention: str = "summed"
+    noise: StepNoise | None = None
+    kind: ClassVar[str] = "roofline"  # the [perf] kind this setup belongs to
 
 
 def make_step_time_model(pool: PoolSpec, rng: np.random.Generator) -> StepTimeModel:
     """The step-time model of ``[perf] kind`` for one replica of `pool` (`rng`: its stream)."""
     return STEP_TIME_MODELS[pool.perf.kind].for_pool(pool, rng)
+
+
+# the step-time model classes by ``[perf] kind``: imported last, as they import this module
+from sim.replay import Replay  # noqa: E402
+
+STEP_TIME_MODELS: dict[str, type[Roofline] | type[ServiceTime] | type[Replay]] = {
+    "roofline": Roofline,
+    "service_time": ServiceTime,
+    "replay": Replay,
+}

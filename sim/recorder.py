@@ -23,10 +23,12 @@ class Recorder:
 
     The columns are ``array.array`` buffers: the event loop reads and writes single elements as
     plain Python ints and floats (cheaper than numpy scalars), and the tables view them without
-    copying.
+    copying. With `longest_context` (padded decode attention) the steps table has one more
+    column, ``decode_max_context``: the longest context a decoding sequence attends in the
+    interval's first iteration.
     """
 
-    def __init__(self, workload: Workload) -> None:
+    def __init__(self, workload: Workload, longest_context: bool = False) -> None:
         n = len(workload)
         self.workload = workload
         self.replica = array("i", [-1]) * n
@@ -50,6 +52,10 @@ class Recorder:
             "kv_blocks_used": array("q"),
         }
         self._appends = tuple(column.append for column in self._steps.values())
+        self._append_longest = None
+        if longest_context:
+            self._steps["decode_max_context"] = array("q")
+            self._append_longest = self._steps["decode_max_context"].append
 
     # --------------------------------------------------------------- engine side
     def completed(self, rid: int, finish_s: float) -> None:
@@ -72,11 +78,13 @@ class Recorder:
         decode_seqs: int,
         decode_context: int,
         kv_blocks_used: int,
+        decode_max_context: int = 0,
     ) -> None:
         """One executed interval: `iterations` identical iterations from start_s to end_s.
 
         decode_context: positions attended by the decoding sequences in the interval's first
-        iteration (each later iteration of the interval attends `decode_seqs` more).
+        iteration (each later iteration of the interval attends `decode_seqs` more);
+        decode_max_context: the longest of them (kept only with `longest_context`).
         """
         r, t0, t1, it, ps, pf, ds, dc, kv = self._appends
         r(replica)
@@ -88,6 +96,8 @@ class Recorder:
         ds(decode_seqs)
         dc(decode_context)
         kv(kv_blocks_used)
+        if self._append_longest is not None:
+            self._append_longest(decode_max_context)
 
     # --------------------------------------------------------------- tables
     def requests_table(self) -> pa.Table:

@@ -85,11 +85,12 @@ class Replica:
                 start,
                 env.now,
                 iterations,
-                step.prefill_seqs,
+                work.prefill_seqs,
                 work.prefill_tokens,
                 work.decode_seqs,
                 work.decode_context,
                 blocks,
+                work.decode_max_context,
             )
 
     def _sleep(self):
@@ -108,18 +109,22 @@ class Replica:
             compute_s = self.perf.step_s(work)
         else:
             compute_s = self.perf.decode_stretch_s(
-                work.decode_seqs, work.decode_context, 1, work.padded_seqs
+                work.decode_seqs, work.decode_context, 1, work.padded_seqs, work.decode_max_context
             )[0]
-        return compute_s + step.per_iteration_s + step.once_s
+        return compute_s + step.once_s
 
     def _run_stretch(self, step: Step):
         """Run up to `step.max_iterations` decode iterations as one event; returns how many ran."""
         env, work = self.env, step.work
         durations = self.perf.decode_stretch_s(
-            work.decode_seqs, work.decode_context, step.max_iterations, work.padded_seqs
+            work.decode_seqs,
+            work.decode_context,
+            step.max_iterations,
+            work.padded_seqs,
+            work.decode_max_context,
         )
         start = env.now
-        ends = _boundaries(start, durations, step.per_iteration_s, step.once_s)
+        ends = _boundaries(start, durations, step.once_s)
         self._interruptible = True
         try:
             yield env.timeout(ends[-1] - start)
@@ -157,18 +162,18 @@ class ReplicaView:
         return max(0, self.slots - self._batcher.outstanding)
 
 
-def _boundaries(start: float, durations, per_iteration_s: float, once_s: float):
+def _boundaries(start: float, durations, once_s: float):
     """Times at which each iteration of a stretch ends, summed one by one as SimPy would.
 
-    Every iteration also takes `per_iteration_s`; the first takes `once_s` more.
+    The first iteration takes `once_s` more than its duration.
     """
     if isinstance(durations, np.ndarray):
-        steps = durations + per_iteration_s
+        steps = durations.copy()
         steps[0] += once_s
         return np.cumsum(np.concatenate(([start], steps)))[1:]
     ends, end = [], start
     for d in durations:
-        end += d + per_iteration_s + once_s
+        end += d + once_s
         once_s = 0.0
         ends.append(end)
     return ends

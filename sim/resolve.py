@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sim.calibration import load_calibration, resolve_calibration
+from sim.calibration import Calibration, load_calibration, resolve_calibration
 from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
 from sim.errors import UserError
 from sim.memory import (
@@ -22,14 +22,22 @@ from sim.memory import (
     usable_bytes,
     weight_bytes,
 )
-from sim.perf import PerfParams
+from sim.noise import StepNoise
+from sim.perf import HOST_PARAMS, PerfParams, RooflineSetup
 from sim.prices import GpuPrice, gpu_price, known_defaults
+from sim.replay import replay_durations_s
 from sim.runspec import PoolSpec, RunSpec
-from sim.scenario import EmpiricalLength, RooflineConfig, Scenario, ServiceTimeConfig
+from sim.scenario import (
+    EmpiricalLength,
+    ReplayConfig,
+    RooflineConfig,
+    Scenario,
+    ServiceTimeConfig,
+)
 from sim.traces import read_trace, resolve_trace
 from sim.workload import TRACE_ARRIVAL, length_bounds
 
-HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s")
+HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS)
 
 
 def resolve(scenario: Scenario) -> RunSpec:
@@ -88,15 +96,22 @@ def _model_shape(scenario: Scenario, name: str) -> ModelShape:
     return {**builtin_models(), **scenario.models}[name]
 
 
-def _perf(scenario: Scenario) -> PerfParams | ServiceTimeConfig:
-    """The step-time model's parameters: a service-time distribution, or the roofline's
-    parameters from the ``[perf]`` efficiencies or from its calibration file."""
+def _perf(scenario: Scenario) -> RooflineSetup | ServiceTimeConfig | ReplayConfig:
+    """The step-time model's parameters: a service-time distribution, a step log to replay (its
+    path made absolute, the log checked), or the roofline's parameters from the ``[perf]``
+    efficiencies or from its calibration file, with its decode attention and noise."""
     cfg = scenario.perf
     if isinstance(cfg, ServiceTimeConfig):
         return cfg
-    assert isinstance(cfg, RooflineConfig)
+    if isinstance(cfg, ReplayConfig):
+        return _replay(scenario, cfg)
     if cfg.calibration is None:
-        return PerfParams.from_config(cfg)
+        if cfg.noise:
+            raise UserError(
+                f"{scenario.name}: perf.noise = true needs perf.calibration (a calibration "
+                f"fitted to a live step log, whose [noise] table it draws from)"
+            )
+        return RooflineSetup(PerfParams.from_config(cfg), cfg.decode_attention or "summed")
     where = f"{scenario.name}: perf.calibration = '{cfg.calibration}'"
     try:
         path = resolve_calibration(cfg.calibration, scenario.base_dir)
@@ -112,9 +127,52 @@ def _perf(scenario: Scenario) -> PerfParams | ServiceTimeConfig:
             f"remove one of them"
         )
     try:
-        return load_calibration(path).params
+        cal = load_calibration(path)
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
+    return RooflineSetup(
+        cal.params, _decode_attention(scenario, cfg, cal, path), _noise(cfg, cal, where)
+    )
+
+
+def _decode_attention(scenario: Scenario, cfg: RooflineConfig, cal: Calibration, path: Path) -> str:
+    """The scenario's decode attention, else its calibration's, else summed; UserError when
+    the two disagree."""
+    fitted = cal.decode_attention
+    if cfg.decode_attention is not None and fitted not in (None, cfg.decode_attention):
+        raise UserError(
+            f"{scenario.name}: perf.decode_attention = '{cfg.decode_attention}', but "
+            f"{path.name} was fitted with decode_attention = '{fitted}'; remove "
+            f"perf.decode_attention or use a calibration fitted that way"
+        )
+    return cfg.decode_attention or fitted or "summed"
+
+
+def _noise(cfg: RooflineConfig, cal: Calibration, where: str) -> StepNoise | None:
+    """The calibration's step-time noise when ``perf.noise`` is on (None when off)."""
+    if not cfg.noise:
+        return None
+    if cal.noise is None:
+        raise UserError(
+            f"{where}: perf.noise = true, but the calibration has no [noise] table (fit one "
+            f"with `sim perf fit --steps STEPS.csv`)"
+        )
+    return cal.noise
+
+
+def _replay(scenario: Scenario, cfg: ReplayConfig) -> ReplayConfig:
+    """The replay section with its step log's absolute path, after checking the log."""
+    if scenario.fleet.replicas != 1:
+        raise UserError(
+            f"{scenario.name}: perf.kind = 'replay' replays one engine's steps; fleet.replicas "
+            f"must be 1, not {scenario.fleet.replicas}"
+        )
+    path = scenario.resolve_path(cfg.steps).resolve()
+    try:
+        replay_durations_s(path)
+    except UserError as exc:
+        raise UserError(f"{scenario.name}: perf.steps = '{cfg.steps}': {exc}") from None
+    return cfg.model_copy(update={"steps": str(path)})
 
 
 def _price(scenario: Scenario, gpu: str) -> GpuPrice | None:

@@ -21,9 +21,10 @@ from pydantic import TypeAdapter
 
 from sim.catalog import Accelerator, ModelShape
 from sim.errors import UserError
-from sim.perf import PerfParams
+from sim.noise import MarkovLognormal, StepNoise
+from sim.perf import PerfParams, RooflineSetup
 from sim.prices import GpuPrice
-from sim.scenario import BatcherConfig, Scenario, ServiceTimeConfig
+from sim.scenario import BatcherConfig, ReplayConfig, Scenario, ServiceTimeConfig
 
 FORMAT = 2  # of scenario.json; 1 (no "format" key) held the scenario and catalogue entries only
 
@@ -36,7 +37,8 @@ class PoolSpec:
 
     Replicas are numbered across the fleet; this pool's are ``first_replica`` to
     ``first_replica + replicas - 1``. `perf` is the step-time model's parameters: the roofline's
-    :class:`~sim.perf.PerfParams` (calibration already loaded) or a service-time distribution.
+    (:class:`~sim.perf.RooflineSetup`, calibration already loaded), a service-time distribution,
+    or a step log to replay (its absolute path).
     `price` is None when the scenario has no ``[economics]``.
     """
 
@@ -52,7 +54,7 @@ class PoolSpec:
     weight_dtype: str
     kv_dtype: str
     batcher: BatcherConfig
-    perf: PerfParams | ServiceTimeConfig
+    perf: RooflineSetup | ServiceTimeConfig | ReplayConfig
     kv_capacity_blocks: int
     swap_s_per_block: float
     weight_bytes: float
@@ -62,6 +64,11 @@ class PoolSpec:
     def gpus(self) -> int:
         """GPUs of the whole pool."""
         return self.replicas * self.tp
+
+    @property
+    def pads_decode_attention(self) -> bool:
+        """Whether decode attention is costed over the batch padded to its longest context."""
+        return isinstance(self.perf, RooflineSetup) and self.perf.decode_attention == "padded"
 
     @property
     def replica_indices(self) -> range:
@@ -98,17 +105,36 @@ class PoolSpec:
         )
 
 
-def _perf_json(perf: PerfParams | ServiceTimeConfig) -> dict[str, Any]:
-    if isinstance(perf, ServiceTimeConfig):
+def _perf_json(perf: RooflineSetup | ServiceTimeConfig | ReplayConfig) -> dict[str, Any]:
+    if not isinstance(perf, RooflineSetup):
         return perf.model_dump(mode="json")
-    values = dataclasses.asdict(perf)
-    return {"kind": perf.kind, **{k: v if math.isfinite(v) else str(v) for k, v in values.items()}}
+    params = dataclasses.asdict(perf.params)
+    return {
+        "kind": perf.kind,
+        "params": {k: v if math.isfinite(v) else str(v) for k, v in params.items()},
+        "decode_attention": perf.decode_attention,
+        "noise": None if perf.noise is None else dataclasses.asdict(perf.noise),
+    }
 
 
-def _perf_from_json(data: Mapping[str, Any]) -> PerfParams | ServiceTimeConfig:
-    if data["kind"] == PerfParams.kind:
-        return PerfParams(**{k: float(v) for k, v in data.items() if k != "kind"})
-    return ServiceTimeConfig.model_validate(data)
+def _perf_from_json(data: Mapping[str, Any]) -> RooflineSetup | ServiceTimeConfig | ReplayConfig:
+    if data["kind"] == "service_time":
+        return ServiceTimeConfig.model_validate(data)
+    if data["kind"] == "replay":
+        return ReplayConfig.model_validate(data)
+    params = PerfParams(**{k: float(v) for k, v in data["params"].items()})
+    noise = data["noise"]
+    if noise is not None:
+        noise = StepNoise(**{phase: _markov(noise[phase]) for phase in ("prefill", "decode")})
+    return RooflineSetup(params, data["decode_attention"], noise)
+
+
+def _markov(data: Mapping[str, Any]) -> MarkovLognormal:
+    return MarkovLognormal(
+        tuple(data["log_means"]),
+        tuple(data["log_sigmas"]),
+        tuple(tuple(row) for row in data["transitions"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -128,6 +154,12 @@ class RunSpec:
     @property
     def name(self) -> str:
         return self.scenario.name
+
+    @property
+    def pads_decode_attention(self) -> bool:
+        """Whether any pool costs decode attention over padded batches (the steps trace then
+        records each interval's longest context)."""
+        return any(p.pads_decode_attention for p in self.pools)
 
     @property
     def num_replicas(self) -> int:

@@ -133,7 +133,7 @@ class WorkloadConfig(Section):
     diurnal_amplitude: float | None = Field(default=None, ge=0, lt=1)
     diurnal_period_s: float | None = Field(default=None, gt=0)
     trace: str | None = Field(default=None, description="trace file, or builtin:NAME")
-    trace_format: Literal["azure", "mooncake"] | None = None
+    trace_format: Literal["plain", "azure", "mooncake"] | None = None
     load_scale: float = Field(default=1.0, gt=0, description="trace: 2.0 replays at twice the load")
     classes: list[RequestClass] = Field(default_factory=list)
 
@@ -217,17 +217,28 @@ class FleetConfig(Section):
 # ----------------------------------------------------------------------------- [batcher]
 
 
+MOVED_TO_PERF = {
+    "cpu_overhead_s": "perf.host_prefill_step_s and perf.host_decode_step_s",
+    "cpu_overhead_per_seq_s": "perf.host_seq_s",
+}
+
+
 class _BatcherBase(Section):
-    """KV-cache memory and per-iteration CPU time, common to every batcher."""
+    """KV-cache memory, common to every batcher."""
 
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     block_size: int = Field(default=16, ge=1, description="tokens per KV-cache block")
-    cpu_overhead_s: float = Field(
-        default=0.0, ge=0, description="host time per iteration (scheduling, input preparation)"
-    )
-    cpu_overhead_per_seq_s: float = Field(
-        default=0.0, ge=0, description="host time per iteration and sequence in the batch"
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_time_moved(cls, data: Any) -> Any:
+        moved = [name for name in MOVED_TO_PERF if isinstance(data, dict) and name in data]
+        if moved:
+            raise ValueError(
+                f"{moved[0]} is no longer a batcher field: host time is part of the step-time "
+                f"model; set {MOVED_TO_PERF[moved[0]]} in [perf] (seconds) instead"
+            )
+        return data
 
 
 class ContinuousBatcherConfig(_BatcherBase):
@@ -301,11 +312,33 @@ class RooflineConfig(Section):
     kind: Literal["roofline"] = "roofline"
     compute_efficiency: float = Field(default=0.80, gt=0, le=1)
     memory_efficiency: float = Field(default=0.57, gt=0, le=1)
-    overhead_s: float = Field(default=0.0, ge=0, description="fixed time per iteration, seconds")
+    overhead_s: float = Field(default=0.0, ge=0, description="fixed GPU time per iteration")
+    host_prefill_step_s: float = Field(
+        default=0.0, ge=0, description="host time of an iteration that prefills, seconds"
+    )
+    host_decode_step_s: float = Field(
+        default=0.0, ge=0, description="host time of a pure decode iteration, seconds"
+    )
+    host_seq_s: float = Field(
+        default=0.0, ge=0, description="host time per sequence in an iteration, seconds"
+    )
+    host_prompt_s: float = Field(
+        default=0.0, ge=0, description="more host time per prompt chunk in an iteration, seconds"
+    )
     calibration: str | None = Field(
         default=None,
         description="fitted parameters (`sim perf fit`): a TOML file relative to the scenario "
-        "file, or builtin:NAME for one under sim/data/calibrations/; replaces the three above",
+        "file, or builtin:NAME for one under sim/data/calibrations/; replaces the efficiencies "
+        "and overheads above",
+    )
+    decode_attention: Literal["summed", "padded"] | None = Field(
+        default=None,
+        description="summed: over each sequence's context; padded: batch x longest context "
+        "(default: the calibration's, else summed)",
+    )
+    noise: bool = Field(
+        default=False,
+        description="multiply step times by the calibration's fitted noise (its [noise] table)",
     )
 
 
@@ -332,8 +365,20 @@ class ServiceTimeConfig(Section):
         return self
 
 
+class ReplayConfig(Section):
+    """Each iteration takes the next measured duration of a step log, in order (sim/replay.py).
+
+    For checking a batcher's scheduling against the engine that wrote the log: a live log
+    (``start_s,end_s,kind,batch,tokens,max_context,sum_context``) or a ``steps.parquet`` run
+    step by step. One replica replays the log.
+    """
+
+    kind: Literal["replay"]
+    steps: str = Field(description="step log (CSV or Parquet), relative to the scenario file")
+
+
 PerfConfig = Annotated[
-    Union[RooflineConfig, ServiceTimeConfig],  # noqa: UP007
+    Union[RooflineConfig, ServiceTimeConfig, ReplayConfig],  # noqa: UP007
     Field(discriminator="kind"),
 ]
 

@@ -1,7 +1,11 @@
-"""Readers for request traces: the Azure LLM inference trace 2023 (CSV) and Mooncake (JSONL).
+"""Readers for request traces: plain CSV, the Azure LLM inference trace 2023 (CSV) and Mooncake
+(JSONL).
 
-Both give arrival times (seconds from the first request) and prompt/output token counts; a bad
-line is a :class:`UserError` naming the file and the line.
+Each gives arrival times in seconds and prompt/output token counts; a bad line is a
+:class:`UserError` naming the file and the line. A *plain* CSV has a header with the columns
+``arrival_s,prompt_tokens,output_tokens`` (seconds from the start of the run, kept as they are;
+other columns, such as a measured requests file's ``first_token_s``, are not read). Azure and
+Mooncake times are shifted so that the first request arrives at 0.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from sim.errors import UserError
 
 AZURE_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+PLAIN_COLUMNS = ("arrival_s", "prompt_tokens", "output_tokens")
 BUILTIN_PREFIX = "builtin:"
 
 
@@ -59,22 +64,30 @@ def read_trace(path: Path, fmt: str | None = None) -> Trace:
 def _format_of(path: Path) -> str:
     suffix = Path(path).suffix
     if suffix == ".csv":
-        return "azure"
+        return "plain" if set(PLAIN_COLUMNS) <= set(_csv_header(path)) else "azure"
     if suffix in (".jsonl", ".json"):
         return "mooncake"
     raise UserError(f"{path}: cannot tell the trace format from '{suffix}'; set trace_format")
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with Path(path).open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such trace file") from None
 
 
 @cache
 def _read_cached(path: Path, fmt: str) -> Trace:
     if not path.exists():
         raise UserError(f"{path}: no such trace file")
-    rows = _read_azure(path) if fmt == "azure" else _read_mooncake(path)
+    rows = READERS[fmt](path)
     if not rows:
         raise UserError(f"{path}: the trace holds no requests")
     times = np.array([r[0] for r in rows], dtype=np.float64)
     order = np.argsort(times, kind="stable")
-    times = times[order] - times[order[0]]
+    times = times[order] - (0.0 if fmt == "plain" else times[order[0]])
     prompts = np.array([r[1] for r in rows], dtype=np.int64)[order]
     outputs = np.array([r[2] for r in rows], dtype=np.int64)[order]
     hashes = None
@@ -83,13 +96,37 @@ def _read_cached(path: Path, fmt: str) -> Trace:
     return Trace(times, prompts, outputs, hashes)
 
 
+def _read_plain(path: Path) -> list[tuple]:
+    rows: list[tuple] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.DictReader(f), start=2):
+            rows.append(_plain_row(path, lineno, row))
+    return rows
+
+
+def _plain_row(path: Path, lineno: int, row: dict[str, str]) -> tuple:
+    try:
+        arrival_s = float(row["arrival_s"])
+        if not 0.0 <= arrival_s < float("inf"):
+            raise ValueError(f"arrival_s {arrival_s} is not a time >= 0")
+        return arrival_s, _positive(row["prompt_tokens"]), _positive(row["output_tokens"])
+    except (ValueError, TypeError) as exc:
+        raise UserError(
+            f"{path}:{lineno}: malformed line: expected arrival_s (seconds >= 0), "
+            f"prompt_tokens >= 1 and output_tokens >= 1 ({exc})"
+        ) from None
+
+
 def _read_azure(path: Path) -> list[tuple]:
     rows: list[tuple] = []
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != AZURE_HEADER:
-            raise UserError(f"{path}:1: expected header {','.join(AZURE_HEADER)}, got {header}")
+            raise UserError(
+                f"{path}:1: expected header {','.join(AZURE_HEADER)} (Azure) or one with the "
+                f"columns {','.join(PLAIN_COLUMNS)} (plain), got {header}"
+            )
         for lineno, row in enumerate(reader, start=2):
             rows.append(_azure_row(path, lineno, row))
     return rows
@@ -134,3 +171,6 @@ def _positive(text: object) -> int:
     if value < 1:
         raise ValueError(f"token count {value} < 1")
     return value
+
+
+READERS = {"plain": _read_plain, "azure": _read_azure, "mooncake": _read_mooncake}

@@ -261,13 +261,6 @@ def test_swap_preemption_moves_kv_instead_of_recomputing():
     assert _prefill_work(recompute) > recompute.requests["prompt_tokens"].sum()
 
 
-def test_cpu_overhead_adds_host_time_to_every_iteration():
-    base = simulate("workload.rate=4")
-    slow = simulate("workload.rate=4", "batcher.cpu_overhead_s=0.002")
-    ttft = lambda d: latencies(d.measured)["ttft"].mean()  # noqa: E731
-    assert ttft(slow) > ttft(base) + 0.002
-
-
 def test_compare_command_tabulates_every_scenario(tmp_path, capsys):
     from sim.cli import main
 

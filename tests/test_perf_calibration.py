@@ -10,6 +10,7 @@ from sim.calibration import (
     cross_validated_ms,
     error_table,
     fit,
+    held_parameters,
     load_calibration,
     parse_fixed,
     predict_ms,
@@ -170,6 +171,25 @@ def test_cli_fit_then_validate_prints_the_error_table(tmp_path, capsys):
     assert "cross-validated (3-fold)" in out and "median %" in out and "p90 %" in out
     for phase in ("prefill", "decode", "dense"):
         assert f"  {phase}" in out
+
+
+def test_the_default_fit_holds_what_one_shape_cannot_pin_and_makes_the_shipped_calibration(
+    tmp_path, capsys
+):
+    calib = tmp_path / "c.toml"
+    assert main(["perf", "fit", str(PROFILE), "--gpu", "h200", "--out", str(calib)]) == 0
+    held = "held: step_overhead_s=0, gemm_overhead_s=0, memory_efficiency=0.827"
+    assert held in capsys.readouterr().out
+    shipped = load_calibration(SHIPPED).params
+    for name, value in vars(load_calibration(calib).params).items():
+        assert getattr(shipped, name) == pytest.approx(value, rel=1e-3), name
+
+
+def test_a_fit_with_the_bandwidth_free_predicts_an_unseen_shape_worse(profile):
+    free = fit(profile, fixed=held_parameters({"h200"}, [], ["memory_efficiency"]))
+    other = read_profile(PROFILES / "h200_llama-3-70b-slice8_bf16.csv", "h200")
+    held_error = medians(other, predict_ms(other, load_calibration(SHIPPED).params))["all"]
+    assert medians(other, predict_ms(other, free))["all"] > 2 * held_error  # 21.6% vs 6.8%
 
 
 @pytest.mark.parametrize(

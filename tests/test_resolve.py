@@ -31,7 +31,7 @@ def _kinds(annotated) -> set[str]:
 def test_every_registry_holds_exactly_the_names_the_schema_allows():
     assert set(ROUTERS) == _literal(FleetConfig.model_fields["router"].annotation)
     assert set(BATCHERS) == _kinds(BatcherConfig) == {"continuous", "static", "dynamic"}
-    assert set(STEP_TIME_MODELS) == _kinds(PerfConfig) == {"roofline", "service_time"}
+    assert set(STEP_TIME_MODELS) == _kinds(PerfConfig) == {"roofline", "service_time", "replay"}
     arrivals = _literal(WorkloadConfig.model_fields["arrival"].annotation)
     assert set(ARRIVAL_PROCESSES) | {TRACE_ARRIVAL} == arrivals
     assert TRACE_ARRIVAL not in ARRIVAL_PROCESSES

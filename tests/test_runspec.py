@@ -30,8 +30,21 @@ def test_service_time_and_non_finite_parameters_read_back_equal():
     text = json.dumps(spec.to_json(), allow_nan=False)  # valid JSON: no Infinity
     assert RunSpec.from_json(json.loads(text)) == spec
     roofline = resolve(scenario()).to_json()
-    assert roofline["pools"][0]["perf"]["overlap"] == "inf"
+    assert roofline["pools"][0]["perf"]["params"]["overlap"] == "inf"
     json.dumps(roofline, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["perf.noise=true"],
+        ["perf={kind='replay', steps='../benchmarks/e2e/h200_eager_engine/steps_3.0rps.csv'}"],
+    ],
+    ids=["noise", "replay"],
+)
+def test_step_time_noise_and_replayed_step_logs_read_back_equal(overrides):
+    spec = resolve(load_scenario(ROOT / "scenarios" / "h200_eager_engine.toml", overrides))
+    assert RunSpec.from_json(json.loads(json.dumps(spec.to_json(), allow_nan=False))) == spec
 
 
 def _tables(run_dir):

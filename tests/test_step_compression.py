@@ -61,7 +61,11 @@ WORKLOADS = {
         "workload.classes.0.shared_prefix_fraction=0.5",
         "workload.rate=10",
     ),
-    "cpu_overhead": ("batcher.cpu_overhead_s=0.001", "batcher.cpu_overhead_per_seq_s=0.00001"),
+    "cpu_overhead": (
+        "perf.host_prefill_step_s=0.001",
+        "perf.host_decode_step_s=0.001",
+        "perf.host_seq_s=0.00001",
+    ),
     "cuda_graph_padding": ("batcher.cuda_graph_padding=true", "workload.rate=10"),
 }
 TRACE_REPLAY = (ROOT / "scenarios" / "azure_conv_replay.toml", "workload.load_scale=4.0")

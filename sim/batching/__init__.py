@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Protocol
 from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
-from sim.scenario import ContinuousBatcherConfig, StaticBatcherConfig
 
 if TYPE_CHECKING:
     from sim.runspec import PoolSpec
@@ -28,14 +27,12 @@ if TYPE_CHECKING:
 class Step:
     """The next iteration and how many identical iterations may follow in a row.
 
-    per_iteration_s: host time added to every iteration (CPU overhead); once_s: time added to
-    the first iteration only (KV swap transfers); prefill_seqs: sequences with a prompt chunk.
+    once_s: time added to the first iteration only (KV swap transfers). Host (CPU) time is part
+    of the step-time model (:class:`~sim.perf.PerfParams`).
     """
 
     work: StepWork
     max_iterations: int = 1
-    prefill_seqs: int = 0
-    per_iteration_s: float = 0.0
     once_s: float = 0.0
 
 
@@ -71,11 +68,6 @@ class Batcher(Protocol):
     def advance(self, step: Step, iterations: int, end_s: float) -> int:
         """Apply `iterations` runs of `step` ending at `end_s`; returns KV blocks in use."""
         ...
-
-
-def cpu_overhead_s(cfg: ContinuousBatcherConfig | StaticBatcherConfig, seqs: int) -> float:
-    """Host time of one iteration of `seqs` sequences."""
-    return cfg.cpu_overhead_s + cfg.cpu_overhead_per_seq_s * seqs
 
 
 # the batcher classes by ``[batcher] kind``: imported last, as they import Step from here

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sim.batching import Step, cpu_overhead_s
+from sim.batching import Step
 from sim.batching.decoding import DecodeSet
 from sim.batching.prefix_cache import PrefixCache
 from sim.batching.waiting import WaitingQueue
@@ -58,6 +58,7 @@ class ContinuousBatcher:
         departed: Callable[[], None],
         swap_s_per_block: float,
         prefix_block_tokens: int,
+        longest_context: bool = False,
     ) -> None:
         self.cfg = cfg
         self.capacity_blocks = capacity_blocks
@@ -66,7 +67,8 @@ class ContinuousBatcher:
         self.swap_s_per_block = swap_s_per_block
         self.waiting = WaitingQueue(cfg.order)
         self.swapped: deque[Request] = deque()
-        self.decodes = DecodeSet(cfg.block_size)
+        self.decodes = DecodeSet(cfg.block_size, longest_context)
+        self.longest_context = longest_context
         self.prefilling: list[Request] = []  # admitted; prompt not yet all in the KV cache
         self.used_blocks = 0
         self.cache = (
@@ -93,6 +95,7 @@ class ContinuousBatcher:
             departed,
             pool.swap_s_per_block,
             prefix_block_tokens,
+            pool.pads_decode_attention,
         )
 
     # ----------------------------------------------------------------- queue
@@ -128,6 +131,8 @@ class ContinuousBatcher:
                 once_s, changed = self._swap_in()
             decodes = self.decodes
             work = StepWork(decode_seqs=len(decodes), decode_context=decodes.context_sum())
+            if self.longest_context and decodes:
+                work.decode_max_context = decodes.max_context()
             admit = not self.swapped and (not changed or not self.decodes)
             if self.cfg.mix_prefill_decode and admit and (self.waiting or self.prefilling):
                 free = self.capacity_blocks - self.used_blocks - self.decodes.new_blocks(1)
@@ -136,10 +141,9 @@ class ContinuousBatcher:
             if work.decode_seqs or self._chunks or not self.prefilling:
                 break
             once_s += self._preempt_prefilling()  # a stuck chunked prompt gives way
-        seqs = work.decode_seqs + len(self._chunks)
-        if seqs == 0:
+        if work.decode_seqs + len(self._chunks) == 0:
             return None
-        step = Step(work, 1, len(self._chunks), cpu_overhead_s(self.cfg, seqs), once_s)
+        step = Step(work, 1, once_s)
         if not self._chunks and self.cfg.cuda_graph_padding:
             work.padded_seqs = cuda_graph_rows(work.decode_seqs) - work.decode_seqs
         if not self._chunks and not changed:
@@ -159,8 +163,7 @@ class ContinuousBatcher:
         )
         if not self._chunks:
             return None
-        n = len(self._chunks)
-        return Step(work, 1, n, cpu_overhead_s(self.cfg, n))
+        return Step(work)
 
     def _make_room_for_decodes(self) -> tuple[float, bool]:
         """Preempt the newest decoding requests until the next decode's new blocks fit.

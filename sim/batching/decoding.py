@@ -4,8 +4,10 @@ A replica's *decode clock* counts the iterations in which every decoding sequenc
 token. Each sequence stores its KV length and output count at the clock value when it joined;
 its current values are those plus ``clock - join_clock``. Which sequences need a fresh KV block
 in an iteration depends only on their KV length modulo the block size, kept as a histogram; the
-clock values at which sequences finish sit in a heap. So planning and applying a stretch of
-identical decode iterations costs time independent of the batch size and the stretch length.
+clock values at which sequences finish sit in a heap, and, where the step-time model needs the
+longest context (padded decode attention), the members by KV length in another. So planning and
+applying a stretch of identical decode iterations costs time independent of the batch size and
+the stretch length.
 """
 
 from __future__ import annotations
@@ -18,11 +20,15 @@ from sim.request import Request
 class DecodeSet:
     """Decoding sequences of one replica, with block-growth and finish-time arithmetic."""
 
-    def __init__(self, block_size: int) -> None:
+    def __init__(self, block_size: int, longest_context: bool = False) -> None:
         self.block_size = block_size
         self.clock = 0
         self.members: dict[int, Request] = {}  # rid -> request, in joining order
         self._finish_heap: list[tuple[int, int, int, Request]] = []
+        # (-(kv_tokens - join_clock), admit_seq, epoch, request), kept only when asked for
+        self._longest_heap: list[tuple[int, int, int, Request]] | None = (
+            [] if longest_context else None
+        )
         self._residues = [0] * block_size  # members by (kv_tokens - join_clock) % block_size
         self._context_base = 0  # sum over members of kv_tokens - join_clock
         self._joins = 0
@@ -46,6 +52,9 @@ class DecodeSet:
         self._residues[(req.kv_tokens - req.join_clock) % self.block_size] += 1
         self._context_base += req.kv_tokens - req.join_clock
         heapq.heappush(self._finish_heap, (req.finish_clock, req.admit_seq, req.epoch, req))
+        if self._longest_heap is not None:
+            entry = (req.join_clock - req.kv_tokens, req.admit_seq, req.epoch, req)
+            heapq.heappush(self._longest_heap, entry)
 
     def leave(self, req: Request) -> None:
         """Remove a member, bringing its `kv_tokens`, `generated` and `blocks` up to date."""
@@ -66,6 +75,17 @@ class DecodeSet:
     def context_sum(self) -> int:
         """Positions the next decode iteration attends, summed over members (KV + new token)."""
         return self._context_base + len(self.members) * (self.clock + 1)
+
+    def max_context(self) -> int:
+        """Positions the longest member attends in the next decode iteration (KV + new token).
+
+        Only for a set made with `longest_context`; 0 when empty.
+        """
+        heap = self._longest_heap
+        assert heap is not None, "DecodeSet(longest_context=True) tracks the longest context"
+        while heap and heap[0][2] != heap[0][3].epoch:
+            heapq.heappop(heap)
+        return -heap[0][0] + self.clock + 1 if heap else 0
 
     def new_blocks(self, iterations: int) -> int:
         """Blocks the members allocate over the next `iterations` decode iterations."""

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sim.batching import Step, cpu_overhead_s
+from sim.batching import Step
 from sim.perf import StepWork
 from sim.recorder import Recorder
 from sim.request import Request
@@ -41,8 +41,10 @@ class RunToCompletionBatcher:
         capacity_blocks: int,
         recorder: Recorder,
         departed: Callable[[], None],
+        longest_context: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.longest_context = longest_context
         self.padded = isinstance(cfg, StaticBatcherConfig)
         self.capacity_blocks = capacity_blocks
         self.recorder = recorder
@@ -68,7 +70,9 @@ class RunToCompletionBatcher:
         prefix_block_tokens: int,
     ) -> RunToCompletionBatcher:
         """The batcher of one replica of `pool` (no prefix cache: `prefix_block_tokens` unused)."""
-        return cls(pool.batcher, pool.kv_capacity_blocks, recorder, departed)
+        return cls(
+            pool.batcher, pool.kv_capacity_blocks, recorder, departed, pool.pads_decode_attention
+        )
 
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:
@@ -101,8 +105,13 @@ class RunToCompletionBatcher:
         seqs = len(self.batch) if self.padded else self._live
         context = self._live_context + seqs * (self._clock + 1)
         work = StepWork(decode_seqs=seqs, decode_context=context)
+        if self.longest_context:  # static batches pad every prompt to the longest
+            live = self.batch
+            if not self.padded:
+                live = [self.batch[i] for _, i in self._finishes[self._next :]]
+            work.decode_max_context = max(r.prompt_tokens for r in live) + self._clock + 1
         until_next = self._finishes[self._next][0] - self._clock
-        return Step(work, until_next, 0, cpu_overhead_s(self.cfg, seqs))
+        return Step(work, until_next)
 
     def _batch_size(self, now: float) -> int:
         waiting, cfg = len(self.waiting), self.cfg
@@ -135,8 +144,7 @@ class RunToCompletionBatcher:
             self._live_context += prompt
         self._live = len(self.batch)
         self._finishes = sorted((r.output_tokens - 1, i) for i, r in enumerate(self.batch))
-        n = len(self.batch)
-        return Step(work, 1, n, cpu_overhead_s(self.cfg, n))
+        return Step(work)
 
     # ----------------------------------------------------------------- progress
     def advance(self, step: Step, iterations: int, end_s: float) -> int:
