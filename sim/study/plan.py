@@ -1,10 +1,9 @@
 """Capacity planning: the fewest replicas that meet SLOs at a rate, the highest rate a fleet holds.
 
 A point (one fleet at one rate, run for several seeds) meets an SLO only if the upper end of the
-95% interval of its metric across seeds is within the limit, and it must not be saturated: its
-backlog grows by at least MIN_GROWTH_REQUESTS with a 95% interval above zero while it is offered
-at least NEAR_CAPACITY of its capacity (:mod:`analysis.saturation`); a saturated fleet's latency
-only says how long the run was.
+95% interval of its metric across seeds is within the limit, and it must not be saturated: the
+mean growth of its backlog over seeds is a saturated fleet's (:mod:`analysis.saturation`) and
+its 95% interval lies above zero; a saturated fleet's latency only says how long the run was.
 Searches assume that more replicas never hurt and a higher rate never helps.
 """
 
@@ -20,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.economics import SECONDS_PER_HOUR
-from analysis.saturation import MIN_GROWTH_REQUESTS, NEAR_CAPACITY
+from analysis.saturation import MIN_GROWTH_REQUESTS, backlog_grows
 from sim.errors import UserError
 from sim.prices import default_gpu_price, gpu_price
 from sim.resolve import resolve
@@ -91,9 +90,9 @@ class Verdict:
 def judge(row: Mapping, slos: list[Slo]) -> Verdict:
     """The verdict on a results row (see the module docstring for the rules)."""
     growth, growth_low = row["saturation.backlog_growth"], row["saturation.backlog_growth.ci_low"]
+    arrivals = row["saturation.offered_per_s"] * row["window.duration_s"]
     load = row.get("saturation.offered_load", math.nan)  # NaN: capacity unknown
-    near = not load < NEAR_CAPACITY  # a fleet far below capacity grows only while it fills
-    saturated = growth >= MIN_GROWTH_REQUESTS and not growth_low <= 0 and near
+    saturated = backlog_grows(growth, arrivals, load) and not growth_low <= 0
     missed, headroom = [], math.inf
     for slo in slos:
         upper = _upper(row, slo.metric)
