@@ -29,24 +29,28 @@ from sim.perf import Roofline, make_step_time_model
 
 
 def prefill_fraction(data: RunData) -> np.ndarray:
-    """Per row of the steps trace: the share of its duration spent on prompt work (0..1)."""
+    """Per row of the steps trace: the share of its duration spent on prompt work (0..1), by
+    the step-time model of its replica's pool."""
     s = data.steps
     p = s["prefill_tokens"].to_numpy(np.float64)
     seqs = s["prefill_seqs"].to_numpy(np.float64)
     d = s["decode_seqs"].to_numpy(np.float64)
     share = np.where(p > 0, 1.0, 0.0)
-    mixed = (p > 0) & (d > 0)
-    if not mixed.any():
-        return share
-    model = make_step_time_model(data.spec.pools[0], np.random.default_rng(0))
-    model = model.model if isinstance(model, NoisyStepTime) else model  # noise: mean 1
-    if not isinstance(model, Roofline):  # service_time, replay: the same for every sequence
-        share[mixed] = seqs[mixed] / (seqs[mixed] + d[mixed])
-        return share
-    context = s["decode_context"].to_numpy(np.float64)
-    if model.padded_attention:  # attention over the batch padded to its longest sequence
-        context = d * s["decode_max_context"].to_numpy(np.float64)
-    share[mixed] = _roofline_share(model, p[mixed], seqs[mixed], d[mixed], context[mixed])
+    replica = s["replica"].to_numpy()
+    for pool in data.spec.pools:
+        mixed = (p > 0) & (d > 0) & (replica >= pool.first_replica)
+        mixed &= replica < pool.first_replica + pool.replicas
+        if not mixed.any():
+            continue
+        model = make_step_time_model(pool, np.random.default_rng(0))
+        model = model.model if isinstance(model, NoisyStepTime) else model  # noise: mean 1
+        if not isinstance(model, Roofline):  # service_time, replay: alike for every sequence
+            share[mixed] = seqs[mixed] / (seqs[mixed] + d[mixed])
+            continue
+        context = s["decode_context"].to_numpy(np.float64)
+        if model.padded_attention:  # attention over the batch padded to its longest sequence
+            context = d * s["decode_max_context"].to_numpy(np.float64)
+        share[mixed] = _roofline_share(model, p[mixed], seqs[mixed], d[mixed], context[mixed])
     return share
 
 

@@ -80,6 +80,22 @@ def _slo(data: RunData, field: str) -> float:
     return min(values) if values else float("nan")
 
 
+def fleet_identity(data: RunData) -> dict[str, object]:
+    """gpu, tp, replicas and max_num_seqs of a run's fleet; with several pools, each pool's
+    value joined by '+' where they differ (replicas: the fleet's total)."""
+    pools = data.spec.pools
+
+    def joined(values: list) -> object:
+        return values[0] if len(set(values)) == 1 else "+".join(map(str, values))
+
+    return {
+        "gpu": joined([p.gpu for p in pools]),
+        "tp": joined([p.tp for p in pools]),
+        "replicas": data.spec.num_replicas,
+        "max_num_seqs": joined([getattr(p.batcher, "max_num_seqs", None) for p in pools]),
+    }
+
+
 def run_table(runs: list[Run]) -> pd.DataFrame:
     """One row per run: what identifies it, the scenario fields that differ between the runs
     (columns ``field:<dotted name>``) and its headline numbers (seconds, USD)."""
@@ -91,12 +107,9 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
         row = {
             "run": run.label,
             "scenario": sc.name,
-            "gpu": sc.fleet.gpu,
-            "tp": sc.fleet.tp,
-            "replicas": sc.fleet.replicas,
+            **fleet_identity(run.data),
             "pricing": eco["pricing"],
             "offered_rate_rps": offered_rate_rps(run.data),
-            "max_num_seqs": getattr(sc.batcher, "max_num_seqs", None),
             **{f"{FIELD_PREFIX}{k}": v for k, v in differing.items()},
             "completed": s["requests"]["completed"],
             "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
@@ -228,11 +241,58 @@ def latency_vs_load(table: pd.DataFrame) -> pd.DataFrame:
     return _curve(table, "offered_rate_rps", [*ys, "slo_ttft_s", "slo_tpot_s"], LOAD_FIELDS)
 
 
+def replica_capacities(run: Run) -> dict[str, float]:
+    """One replica's capacity (requests/s) of each pool, from the run's summary."""
+    pools = run.summary["pools"]
+    return {
+        p.name: (pools[p.name]["utilization"]["capacity_per_s"] or float("nan")) / p.replicas
+        for p in run.data.spec.pools
+    }
+
+
 def utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
     """The fleet's utilization per time window (columns of :func:`fleet_timeline`)."""
-    capacity = run.summary["utilization"]["capacity_per_s"] or float("nan")
-    per_replica = capacity / run.data.spec.num_replicas
-    return fleet_timeline(replica_timeline(run.data, per_replica, window_s))
+    return fleet_timeline(replica_timeline(run.data, replica_capacities(run), window_s))
+
+
+def pool_utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
+    """Each pool's utilization per time window: a `pool` column and those of
+    :func:`fleet_timeline`, over the pool's replicas."""
+    per_replica = replica_timeline(run.data, replica_capacities(run), window_s)
+    frames = [
+        fleet_timeline(per_replica[per_replica["pool"] == p.name]).assign(pool=p.name)
+        for p in run.data.spec.pools
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def pool_table(runs: list[Run]) -> pd.DataFrame:
+    """One row per pool of each run: what it is, its requests, throughput, utilization, cost,
+    revenue and margin (the `pools` block of summary.json)."""
+    rows = []
+    for run in runs:
+        for name, p in run.summary["pools"].items():
+            rows.append(
+                {
+                    "run": run.label,
+                    "pool": name,
+                    "gpu": p["gpu"],
+                    "tp": p["tp"],
+                    "replicas": p["replicas"],
+                    "model": p["model"],
+                    "completed": p["requests"]["completed"],
+                    "requests_per_s": p["throughput"]["requests_per_s"],
+                    "output_tokens_per_s": p["throughput"]["output_tokens_per_s"],
+                    "capacity_utilization": p["utilization"]["capacity_utilization"],
+                    "nonidle_fraction": p["utilization"]["nonidle_fraction"],
+                    "kv_occupancy_mean": p["utilization"]["kv_occupancy_mean"],
+                    "gpu_hours": p["gpu_hours"],
+                    "cost_usd": p["cost_usd"],
+                    "revenue_usd": p["revenue_usd"],
+                    "margin": p["margin"],
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def latency_cdfs(runs: list[Run]) -> pd.DataFrame:

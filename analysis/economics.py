@@ -21,6 +21,7 @@ from analysis.metrics import TRACE_CLASS, distribution, slo_missed
 from analysis.rundata import RunData
 from analysis.utilization import nonidle_s_per_replica
 from analysis.window import Window, completed_in, measurement_window
+from sim.runspec import PoolSpec
 from sim.scenario import EconomicsConfig, RequestClass, Scenario
 
 SECONDS_PER_HOUR = 3600.0
@@ -28,19 +29,20 @@ JOULES_PER_KWH = 3.6e6
 CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix cache
 
 
-def gpu_hours(data: RunData, span: Window) -> float:
-    """Provisioned GPU time of `span`: every GPU of every replica, busy or not (hours)."""
-    return sum(p.gpus for p in data.spec.pools) * span.duration_s / SECONDS_PER_HOUR
+def gpu_hours(pool: PoolSpec, span: Window) -> float:
+    """Provisioned GPU time of a pool over `span`: every GPU of every replica, busy or not."""
+    return pool.gpus * span.duration_s / SECONDS_PER_HOUR
 
 
-def energy_kwh(data: RunData, span: Window) -> float:
-    """Facility energy of the fleet's GPUs over `span` (kWh, PUE included); 0 without [energy]."""
+def energy_kwh(data: RunData, pool: PoolSpec, span: Window) -> float:
+    """Facility energy of a pool's GPUs over `span` (kWh, PUE included); 0 without [energy]."""
     eco = data.scenario.economics
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    pool = data.spec.pools[0]
-    busy_s = nonidle_s_per_replica(data, span)
+    busy_s = nonidle_s_per_replica(data, span)[
+        pool.first_replica : pool.first_replica + pool.replicas
+    ]
     idle_s = span.duration_s - busy_s
     watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
     watt_s *= pool.accelerator.tdp_w
@@ -61,22 +63,36 @@ class Cost:
     def total_usd(self) -> float:
         return self.gpu_usd + self.overhead_usd + self.energy_usd
 
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(*(a + b for a, b in zip(_fields(self), _fields(other), strict=True)))
 
-def span_cost(data: RunData, span: Window) -> Cost:
-    """The cost of the fleet over `span` under the scenario's [economics]."""
+
+def _fields(cost: Cost) -> tuple[float, ...]:
+    return (cost.gpu_hours, cost.gpu_usd, cost.overhead_usd, cost.energy_kwh, cost.energy_usd)
+
+
+def pool_costs(data: RunData, span: Window) -> dict[str, Cost]:
+    """The cost of each pool over `span`, by pool name (pool order); needs [economics]."""
     eco = data.scenario.economics
     assert eco is not None
-    price = data.spec.pools[0].price
-    assert price is not None  # resolved with [economics]
-    hours = gpu_hours(data, span)
-    kwh = energy_kwh(data, span)
-    return Cost(
-        hours,
-        hours * price.usd_per_gpu_hour,
-        hours * eco.overhead_usd_per_gpu_hour,
-        kwh,
-        kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0),
-    )
+    out = {}
+    for pool in data.spec.pools:
+        assert pool.price is not None  # resolved with [economics]
+        hours, kwh = gpu_hours(pool, span), energy_kwh(data, pool, span)
+        out[pool.name] = Cost(
+            hours,
+            hours * pool.price.usd_per_gpu_hour,
+            hours * eco.overhead_usd_per_gpu_hour,
+            kwh,
+            kwh * (eco.energy.usd_per_kwh if eco.energy is not None else 0.0),
+        )
+    return out
+
+
+def span_cost(data: RunData, span: Window) -> Cost:
+    """The cost of the fleet over `span`: the sum of its pools' (needs [economics])."""
+    costs = list(pool_costs(data, span).values())
+    return sum(costs[1:], costs[0])
 
 
 def _first_given(*values: float | None) -> float:
@@ -217,14 +233,14 @@ def economics(data: RunData, window: Window | None = None, target_margin: float 
     """The economics block of summary.json (USD; keys documented in docs/economics.md).
 
     Steady state over `window` (default: the measurement window), whole-run figures in
-    `totals`. `target_margin` (below 1) sets
-    `price_cut_headroom`. Without an [economics] section only GPU-hours are known; every money
-    key is None.
+    `totals`; the fleet's costs are the sums of its pools' (:func:`pool_costs`).
+    `target_margin` (below 1) sets `price_cut_headroom`. Without an [economics] section only
+    GPU-hours are known; every money key is None.
     """
     window = window or measurement_window(data)
     done = completed_in(data, window)
     split = attribute(data, window, done)
-    hours = gpu_hours(data, window)
+    hours = sum(gpu_hours(p, window) for p in data.spec.pools)
     whole = Window(0.0, data.simulated_s)
     block = {
         "target_margin": target_margin,
@@ -236,7 +252,8 @@ def economics(data: RunData, window: Window | None = None, target_margin: float 
         "output_tokens": int(done["output_tokens"].sum()),
     }
     if data.scenario.economics is None:
-        totals = {"gpu_hours": gpu_hours(data, whole), **dict.fromkeys(_TOTAL_MONEY_KEYS)}
+        whole_hours = sum(gpu_hours(p, whole) for p in data.spec.pools)
+        totals = {"gpu_hours": whole_hours, **dict.fromkeys(_TOTAL_MONEY_KEYS)}
         return {**block, **dict.fromkeys(_STEADY_MONEY_KEYS), "classes": {}, "totals": totals}
     cost = span_cost(data, window)
     req = _with_costs(request_revenue(data, done), split, cost.total_usd)
@@ -277,8 +294,7 @@ def _steady_money(
     requests' revenue and cost are `req` (:func:`request_revenue`, :func:`_with_costs`) and
     whose cost is `cost`."""
     eco = data.scenario.economics
-    price = data.spec.pools[0].price
-    assert eco is not None and price is not None
+    assert eco is not None
     total = cost.total_usd
     input_cost = _scaled(total, split.prefill_fraction)
     output_cost = None if input_cost is None else total - input_cost
@@ -295,8 +311,8 @@ def _steady_money(
         "profit_usd": profit,
         "profit_usd_per_hour": _ratio(profit, window.duration_s / SECONDS_PER_HOUR),
         "pricing": eco.pricing,
-        "gpu_usd_per_hour": price.usd_per_gpu_hour,
-        "gpu_price_source": price.source,
+        "gpu_usd_per_hour": _mean_price(data.spec.pools, cost.gpu_usd, cost.gpu_hours),
+        "gpu_price_source": _price_source(data.spec.pools),
         "gpu_cost_usd": cost.gpu_usd,
         "overhead_cost_usd": cost.overhead_usd,
         "energy_kwh": cost.energy_kwh,
@@ -322,6 +338,51 @@ def _steady_money(
         if multiplier is None
         else 1.0 - multiplier / (1.0 - target_margin),
     }
+
+
+def _mean_price(pools: tuple[PoolSpec, ...], gpu_cost: float, hours: float) -> float | None:
+    """One pool's GPU price; for several, their GPU-hour weighted mean."""
+    if len(pools) == 1:
+        assert pools[0].price is not None
+        return pools[0].price.usd_per_gpu_hour
+    return _ratio(gpu_cost, hours)
+
+
+def _price_source(pools: tuple[PoolSpec, ...]) -> str:
+    """Where the GPU prices come from (each pool's, named, when there are several)."""
+    sources = [p.price.source for p in pools if p.price is not None]
+    if len(pools) == 1:
+        return sources[0]
+    return "; ".join(f"{p.name}: {source}" for p, source in zip(pools, sources, strict=True))
+
+
+def pool_economics(data: RunData, window: Window) -> dict[str, dict[str, float | None]]:
+    """Per pool name, over `window`: gpu_hours, cost_usd, revenue_usd (of its requests
+    completed in the window) and margin.
+
+    The pools' costs add up to the fleet's cost, their revenues to its revenue. Without
+    [economics] only gpu_hours is known.
+    """
+    if data.scenario.economics is None:
+        return {
+            p.name: {"gpu_hours": gpu_hours(p, window), **dict.fromkeys(_POOL_MONEY_KEYS)}
+            for p in data.spec.pools
+        }
+    req = request_revenue(data, completed_in(data, window))
+    revenue = req["net_usd"].groupby(data.request_pools().loc[req.index]).sum()
+    out = {}
+    for name, cost in pool_costs(data, window).items():
+        earned = float(revenue.get(name, 0.0))
+        out[name] = {
+            "gpu_hours": cost.gpu_hours,
+            "cost_usd": cost.total_usd,
+            "revenue_usd": earned,
+            "margin": _ratio(earned - cost.total_usd, earned),
+        }
+    return out
+
+
+_POOL_MONEY_KEYS = ("cost_usd", "revenue_usd", "margin")
 
 
 def _per_class(req: pd.DataFrame) -> dict:
@@ -353,11 +414,12 @@ def _per_class(req: pd.DataFrame) -> dict:
 def _totals(data: RunData, window: Window, whole: Window) -> dict:
     """The whole run, warm-up and drain tail included: every provisioned GPU-hour and every
     completed request."""
-    cost = span_cost(data, whole).total_usd
+    whole_cost = span_cost(data, whole)
+    cost = whole_cost.total_usd
     done = data.requests[data.requests["status"] == "completed"]
     revenue = float(request_revenue(data, done)["net_usd"].sum())
     return {
-        "gpu_hours": gpu_hours(data, whole),
+        "gpu_hours": whole_cost.gpu_hours,
         "cost_usd": cost,
         "revenue_usd": revenue,
         "profit_usd": revenue - cost,

@@ -21,6 +21,11 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
   token (throughput x mean decode time), when nothing was preempted (<= otherwise, as a
   preempted request leaves the decoding set while it waits and recomputes).
 * KV cache: blocks in use never exceed the replica's capacity.
+* pools serve their models: every routed request is on a replica of a pool that serves the
+  model its class needs.
+
+The laws of a replica's work (work conservation, tokens, Little's law, KV cache) are checked
+pool by pool, each with its pool's batcher and KV capacity.
 
 Times are compared with a tolerance of 1e-9 relative to the run's length, for float sums.
 """
@@ -33,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
+from sim.runspec import PoolSpec, RunSpec
 
 STATUSES = ("completed", "rejected", "in_flight")
 
@@ -51,10 +57,40 @@ class Invariant:
 
 
 def check_run(data: RunData) -> list[Invariant]:
-    """Every invariant of one run."""
-    req, steps, batcher = data.requests, data.steps, data.scenario.batcher
+    """Every invariant of one run; the laws of one replica are checked pool by pool, each
+    with its pool's batcher and KV capacity."""
+    req, steps, spec = data.requests, data.steps, data.spec
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
+    per_pool = [_replica_laws(*_of_pool(req, steps, pool, spec), pool, tol) for pool in spec.pools]
+    laws = [_merged(invariants) for invariants in zip(*per_pool, strict=True)]
+    return [
+        conservation(req, data.scenario.sim.drain, spec.num_replicas),
+        timestamps_ordered(req, tol),
+        steps_disjoint(steps, tol),
+        *laws,
+        pools_serve_their_models(data),
+    ]
+
+
+def _of_pool(
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, spec: RunSpec
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The requests and steps of one pool's replicas (everything, for a single pool)."""
+    if len(spec.pools) == 1:
+        return req, steps
+    replicas = pool.replica_indices
+    return (
+        req[req["replica"].between(replicas.start, replicas.stop - 1)],
+        steps[steps["replica"].between(replicas.start, replicas.stop - 1)],
+    )
+
+
+def _replica_laws(
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float
+) -> list[Invariant]:
+    """The laws of a replica's work, for the replicas of one pool."""
+    batcher = pool.batcher
     # static batches compute padding (longest prompt, finished rows): token laws become bounds
     padded = batcher.kind == "static"
     # a dynamic batcher may hold a request on an idle replica up to its queue delay
@@ -62,15 +98,37 @@ def check_run(data: RunData) -> list[Invariant]:
     # vLLM-v0 iterations that prefill pause the decodes, as preemption does
     paused = not getattr(batcher, "mix_prefill_decode", True)
     return [
-        conservation(req, data.scenario.sim.drain, data.scenario.fleet.replicas),
-        timestamps_ordered(req, tol),
-        steps_disjoint(steps, tol),
         work_conserving(req, steps, tol, hold_s),
         decode_tokens(req, steps, padded),
         prefill_tokens(req, steps, padded),
         littles_law_decode(req, steps, tol, padded, paused),
-        kv_within_capacity(steps, data.kv_capacity_blocks),
+        kv_within_capacity(steps, pool.kv_capacity_blocks),
     ]
+
+
+def _merged(invariants: tuple[Invariant, ...]) -> Invariant:
+    """One law over every pool: all violations, the first example."""
+    examples = [inv.example for inv in invariants if not inv.passed]
+    violations = sum(inv.violations for inv in invariants)
+    return Invariant(invariants[0].name, violations, examples[0] if examples else "")
+
+
+def pools_serve_their_models(data: RunData) -> Invariant:
+    """Every routed request is on a replica of a pool that serves its class's model."""
+    classes = [c.name for c in data.scenario.workload.classes] or ["trace"]
+    needs = dict(zip(classes, data.spec.class_models, strict=True))
+    serves = np.array([p.model for p in data.spec.replica_pools()], dtype=object)
+    routed = data.requests[data.requests["replica"] >= 0]
+    wrong = serves[routed["replica"].to_numpy()] != routed["class"].map(needs).to_numpy()
+    bad = routed[wrong]
+    return _result(
+        "pools serve their models",
+        bad,
+        lambda b: (
+            f"request {int(b['request_id'].iloc[0])} of class {b['class'].iloc[0]!r} "
+            f"on replica {int(b['replica'].iloc[0])}"
+        ),
+    )
 
 
 def failures(invariants: list[Invariant]) -> list[Invariant]:

@@ -59,12 +59,16 @@ def request_counts(requests: pd.DataFrame) -> dict[str, int]:
     }
 
 
-def throughput(data: RunData, window: Window | None = None) -> dict[str, float | int]:
+def throughput(
+    data: RunData, window: Window | None = None, requests: pd.DataFrame | None = None
+) -> dict[str, float | int]:
     """Requests completed inside the window (default: the measurement window), whenever they
     arrived, and their prompt and output tokens, per second of the window: the work the fleet
-    served, never more than it can."""
+    served, never more than it can. `requests`: a subset (one pool's, ...); default all."""
     window = window or measurement_window(data)
     done = completed_in(data, window)
+    if requests is not None:
+        done = done[done.index.isin(requests.index)]
     seconds = window.duration_s
     if seconds <= 0:
         return {
@@ -127,14 +131,14 @@ def batching(data: RunData, window: Window | None = None) -> dict[str, float | i
     mean_batch_size: sequences per iteration (decoding plus those with a prompt chunk);
     mean_tokens_per_iteration: decode tokens plus prompt tokens per iteration;
     prefix_cache_hit_rate: prompt tokens served from the prefix cache at admission over all
-    prompt tokens of the measured admitted requests (None when prefix caching is off).
+    prompt tokens of the measured admitted requests (None when no pool caches prefixes).
     """
     window = window or measurement_window(data)
     steps = data.steps[window.holds(data.steps["start_s"])]
     iterations = steps["iterations"].sum()
     measured = data.measured
     admitted = measured[measured["first_scheduled_s"].notna()]
-    caching = getattr(data.scenario.batcher, "prefix_caching", False)
+    caching = any(getattr(p.batcher, "prefix_caching", False) for p in data.spec.pools)
     prompt_tokens = admitted["prompt_tokens"].sum()
     seqs = (steps["iterations"] * steps["decode_seqs"] + steps["prefill_seqs"]).sum()
     tokens = (steps["iterations"] * steps["decode_seqs"] + steps["prefill_tokens"]).sum()

@@ -241,6 +241,23 @@ def utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list
     return save(fig, stem)
 
 
+def pool_utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list[Path]:
+    """Per pool: capacity utilization and KV occupancy (%), and running requests, per time
+    window."""
+    fig, (busy, kv, running) = _figure(3, title, width=4.2)
+    for i, (pool, group) in enumerate(timeline.groupby("pool", sort=False)):
+        t = (group["window_start_s"] + group["window_end_s"]) / 2.0
+        busy.plot(t, group["capacity_utilization"] * 100.0, color=f"C{i % 10}", label=pool)
+        kv.plot(t, group["kv_occupancy"] * 100.0, color=f"C{i % 10}", label=pool)
+        running.plot(t, group["running_requests"], color=f"C{i % 10}", label=pool)
+    busy.set(xlabel="simulated time (s)", ylabel="capacity utilization (%)", ylim=(0, 105))
+    kv.set(xlabel="simulated time (s)", ylabel="KV cache occupancy (%)", ylim=(0, 105))
+    running.set(xlabel="simulated time (s)", ylabel="running requests (time average)")
+    for ax in (busy, kv, running):
+        _legend(ax)
+    return save(fig, stem)
+
+
 def latency_cdfs(cdfs: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     """Empirical CDFs of TTFT, TPOT and E2E latency (ms, log scale), one line per run."""
     fig, axes = _figure(3, title, width=4.2)

@@ -175,8 +175,21 @@ def build_report(
             curves.utilization_timeline(run, window_s),
             plots.utilization_timeline,
         )
-    report.html.write_text(_html(report, table, names), encoding="utf-8")
-    report.markdown.write_text(_markdown(report, table, names), encoding="utf-8")
+        if len(run.data.spec.pools) > 1:
+            add(
+                f"pool_utilization_{_slug(run.label)}",
+                f"Utilization by pool: {run.data.scenario.name} ({run.label})",
+                "Each pool's capacity utilization and KV occupancy (over its replicas) and its "
+                "running requests, per time window.",
+                curves.pool_utilization_timeline(run, window_s),
+                plots.pool_utilization_timeline,
+            )
+    pools = curves.pool_table(runs)
+    pools.to_csv(report.out_dir / "pools.csv", index=False)
+    several = [run.label for run in runs if len(run.data.spec.pools) > 1]
+    pools = pools[pools["run"].isin(several)]  # a run of one pool: the fleet tables say it all
+    report.html.write_text(_html(report, table, pools, names), encoding="utf-8")
+    report.markdown.write_text(_markdown(report, table, pools, names), encoding="utf-8")
     return report
 
 
@@ -233,6 +246,30 @@ MONEY = {
 }
 
 
+POOLS = {
+    "run": ("run", TEXT),
+    "pool": ("pool", TEXT),
+    "gpu": ("GPU", TEXT),
+    "tp": ("tp", TEXT),
+    "replicas": ("replicas", TEXT),
+    "model": ("model", TEXT),
+    "completed": ("completed", TEXT),
+    "requests_per_s": ("req/s", _fmt(".2f")),
+    "output_tokens_per_s": ("output tok/s", _fmt(".0f")),
+    "capacity_utilization": ("capacity util %", _fmt(".1f", 100)),
+    "nonidle_fraction": ("non-idle %", _fmt(".1f", 100)),
+    "kv_occupancy_mean": ("KV %", _fmt(".1f", 100)),
+    "cost_usd": ("cost $", _fmt(".2f")),
+    "revenue_usd": ("revenue $", _fmt(".2f")),
+    "margin": ("margin %", _fmt(".1f", 100)),
+}
+POOLS_NOTE = (
+    "Per pool of each run with several pools: its measured requests, the throughput it served "
+    "and its replicas' utilization (capacity utilization against its own capacity), and its "
+    "cost and revenue over the measurement window (pools' costs add up to the fleet's)."
+)
+
+
 def _rows(table: pd.DataFrame, columns: dict[str, tuple[str, Formatter]]) -> list[list[str]]:
     records = table.to_dict("records")  # keeps each column's type (iterrows would upcast ints)
     return [[fmt(row[c]) for c, (_, fmt) in columns.items()] for row in records]
@@ -259,7 +296,7 @@ def _html_table(table: pd.DataFrame, columns: dict[str, tuple[str, Formatter]]) 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(report: Report, table: pd.DataFrame, names: str) -> str:
+def _html(report: Report, table: pd.DataFrame, pools: pd.DataFrame, names: str) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -270,8 +307,10 @@ def _html(report: Report, table: pd.DataFrame, names: str) -> str:
         _html_table(table, PERFORMANCE),
         "<h2>Economics</h2>",
         _html_table(table, MONEY),
-        "<h2>Figures</h2>",
     ]
+    if len(pools):
+        parts += ["<h2>Pools</h2>", f"<p>{POOLS_NOTE}</p>", _html_table(pools, POOLS)]
+    parts.append("<h2>Figures</h2>")
     for f in report.figures:
         data = base64.b64encode(f.png.read_bytes()).decode("ascii")
         rel = f.csv.relative_to(report.out_dir).as_posix()
@@ -297,7 +336,7 @@ def _md_table(table: pd.DataFrame, columns: dict[str, tuple[str, Formatter]]) ->
     return "\n".join([head, rule, *body])
 
 
-def _markdown(report: Report, table: pd.DataFrame, names: str) -> str:
+def _markdown(report: Report, table: pd.DataFrame, pools: pd.DataFrame, names: str) -> str:
     parts = [
         f"# Report: {names}",
         "",
@@ -311,9 +350,10 @@ def _markdown(report: Report, table: pd.DataFrame, names: str) -> str:
         "",
         _md_table(table, MONEY),
         "",
-        "## Figures",
-        "",
     ]
+    if len(pools):
+        parts += ["## Pools", "", POOLS_NOTE, "", _md_table(pools, POOLS), ""]
+    parts += ["## Figures", ""]
     for f in report.figures:
         png = f.png.relative_to(report.out_dir).as_posix()
         csv = f.csv.relative_to(report.out_dir).as_posix()

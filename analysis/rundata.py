@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -40,10 +41,15 @@ class RunData:
     def simulated_s(self) -> float:
         return float(self.run["simulated_s"])
 
-    @property
-    def kv_capacity_blocks(self) -> int:
-        """KV-cache blocks of one replica (of the first pool)."""
-        return self.spec.pools[0].kv_capacity_blocks
+    def request_pools(self) -> pd.Series:
+        """The pool name of each request's replica (None where it never reached one).
+
+        Derived from the replica and the run's pools, so it holds whether or not the traces
+        have a `pool` column (written only for fleets of several pools).
+        """
+        names = np.array([p.name for p in self.spec.replica_pools()] + [None], dtype=object)
+        replica = self.requests["replica"].to_numpy()
+        return pd.Series(names[replica], index=self.requests.index, name="pool")
 
     @property
     def measured(self) -> pd.DataFrame:

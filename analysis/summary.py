@@ -6,8 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from analysis.capacity import run_capacity
-from analysis.economics import economics
+from analysis.capacity import pool_capacities
+from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
     distribution,
@@ -17,8 +17,8 @@ from analysis.metrics import (
 )
 from analysis.rundata import RunData, load_run
 from analysis.saturation import saturation
-from analysis.utilization import fleet_utilization
-from analysis.window import measurement_window, window_block
+from analysis.utilization import fleet_utilization, pool_utilization
+from analysis.window import Window, measurement_window, window_block
 
 
 def summarize(data: RunData, target_margin: float = 0.0) -> dict:
@@ -30,9 +30,9 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     """
     window = measurement_window(data)
     measured = data.measured
-    capacity = run_capacity(data, window)
-    per_replica = math.nan if capacity is None else capacity.requests_per_s
-    fleet_capacity = None if capacity is None else per_replica * data.spec.num_replicas
+    capacity = pool_capacities(data, window)
+    utilization = fleet_utilization(data, window, capacity)
+    fleet_capacity = utilization["capacity_per_s"]
     return {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
@@ -43,12 +43,39 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
         "requests": request_counts(measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data, window),
-        "utilization": fleet_utilization(data, window, per_replica),
-        "saturation": saturation(data, window, fleet_capacity),
+        "utilization": utilization,
+        "saturation": saturation(
+            data, window, fleet_capacity if math.isfinite(fleet_capacity) else None
+        ),
         "batching": batching(data, window),
         "economics": economics(data, window, target_margin),
         "classes": per_class(data),
+        "pools": per_pool(data, window, capacity),
     }
+
+
+def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[str, dict]:
+    """Per pool: what it is, its measured requests and the throughput it served in the window,
+    its replicas' utilization, and its cost, revenue and margin over the window (pools' costs
+    add up to the fleet's)."""
+    measured = data.measured
+    pools = data.request_pools()
+    utilization = pool_utilization(data, window, capacity)
+    money = pool_economics(data, window)
+    out = {}
+    for pool in data.spec.pools:
+        mine = pools == pool.name
+        out[pool.name] = {
+            "gpu": pool.gpu,
+            "tp": pool.tp,
+            "replicas": pool.replicas,
+            "model": pool.model,
+            "requests": request_counts(measured[mine.loc[measured.index]]),
+            "throughput": throughput(data, window, data.requests[mine]),
+            "utilization": utilization[pool.name],
+            **money[pool.name],
+        }
+    return out
 
 
 def per_class(data: RunData) -> dict[str, dict]:

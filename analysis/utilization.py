@@ -26,6 +26,7 @@ and logits are left out: MFU and MBU are slight lower bounds when prefill is pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,9 +105,20 @@ class ShapeCounts:
 
 
 def step_work(data: RunData) -> pd.DataFrame:
-    """The steps trace with the FLOPs and bytes of each interval (all its iterations)."""
+    """The steps trace with the FLOPs and bytes of each interval (all its iterations), each
+    counted with its replica's pool's model and dtypes."""
     s = data.steps
-    c = ShapeCounts.of(data.spec.pools[0])
+    flops = np.zeros(len(s))
+    moved = np.zeros(len(s))
+    replica = s["replica"].to_numpy()
+    for pool in data.spec.pools:
+        mine = (replica >= pool.first_replica) & (replica < pool.first_replica + pool.replicas)
+        flops[mine], moved[mine] = _interval_work(s[mine], ShapeCounts.of(pool))
+    return s.assign(flops=flops, bytes=moved)
+
+
+def _interval_work(s: pd.DataFrame, c: ShapeCounts) -> tuple[np.ndarray, np.ndarray]:
+    """FLOPs and bytes of each interval of `s`, all on replicas of one shape."""
     k = s["iterations"].to_numpy(np.float64)
     d = s["decode_seqs"].to_numpy(np.float64)
     tokens_per_iteration = s["prefill_tokens"].to_numpy(np.float64) + d
@@ -119,7 +131,7 @@ def step_work(data: RunData) -> pd.DataFrame:
     )
     weights = c.dense_weight_bytes + c.experts_touched(tokens_per_iteration) * c.expert_bytes
     kv = (positions + k * tokens_per_iteration) * c.kv_bytes_per_token
-    return s.assign(flops=flops, bytes=k * weights + kv)
+    return flops, k * weights + kv
 
 
 def integrate_windows(
@@ -190,34 +202,43 @@ def default_window_s(simulated_s: float, windows: int = 100) -> float:
 
 
 def replica_timeline(
-    data: RunData, capacity_per_s: float, window_s: float | None = None
+    data: RunData, capacity_per_s: Mapping[str, float], window_s: float | None = None
 ) -> pd.DataFrame:
-    """Per replica and time window of the whole run: the fractions of FRACTIONS and the counts
-    of COUNTS (time averages), decode_batch (mean over non-idle time; NaN when idle) and
-    nonidle_s. `capacity_per_s` is one replica's capacity (requests/s)."""
+    """Per replica (and its pool's name) and time window of the whole run: the fractions of
+    FRACTIONS and the counts of COUNTS (time averages), decode_batch (mean over non-idle time;
+    NaN when idle) and nonidle_s. `capacity_per_s`: one replica's capacity (requests/s) by pool
+    name (``analysis.capacity.pool_capacities``)."""
     window_s = window_s or default_window_s(data.simulated_s)
     return _replica_windows(data, window_edges(data.simulated_s, window_s), capacity_per_s)
 
 
-def replica_totals(data: RunData, window: Window, capacity_per_s: float) -> pd.DataFrame:
-    """Per replica over the measurement `window` (the columns of :func:`replica_timeline`);
-    capacity utilization counts the requests each replica completed inside the window."""
+def replica_totals(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> pd.DataFrame:
+    """Per replica over the measurement `window` (the columns of :func:`replica_timeline`, and
+    `completed` and `capacity_per_s`); capacity utilization counts the requests each replica
+    completed inside the window."""
     edges = np.array([window.start_s, window.end_s])
     totals = _replica_windows(data, edges, capacity_per_s)
     totals = totals.set_index("replica").drop(columns=["window_start_s", "window_end_s"])
     done = completed_in(data, window).groupby("replica").size()
-    completed = done.reindex(totals.index, fill_value=0).to_numpy(np.float64)
-    totals["capacity_utilization"] = completed / (window.duration_s * capacity_per_s)
+    totals["completed"] = done.reindex(totals.index, fill_value=0).to_numpy(np.float64)
+    totals["capacity_per_s"] = totals["pool"].map(capacity_per_s).astype(np.float64)
+    totals["capacity_utilization"] = totals["completed"] / (
+        window.duration_s * totals["capacity_per_s"]
+    )
     return totals
 
 
-def _replica_windows(data: RunData, edges: np.ndarray, capacity_per_s: float) -> pd.DataFrame:
+def _replica_windows(
+    data: RunData, edges: np.ndarray, capacity_per_s: Mapping[str, float]
+) -> pd.DataFrame:
     length = np.diff(edges)
-    counts = ShapeCounts.of(data.spec.pools[0])
+    counts = {p.index: ShapeCounts.of(p) for p in data.spec.pools}
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica in range(data.spec.num_replicas):
+    for replica, pool in enumerate(data.spec.replica_pools()):
         w = work[work["replica"] == replica]
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
@@ -237,28 +258,30 @@ def _replica_windows(data: RunData, edges: np.ndarray, capacity_per_s: float) ->
                 mine["value"].to_numpy(np.float64),
                 edges,
             )
+        c = counts[pool.index]
         with np.errstate(invalid="ignore", divide="ignore"):
             batch = np.where(area["nonidle"] > 0, area["batch"] / area["nonidle"], np.nan)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "replica": replica,
-                        "window_start_s": edges[:-1],
-                        "window_end_s": edges[1:],
-                        "capacity_utilization": area["served"] / (length * capacity_per_s),
-                        "nonidle_fraction": area["nonidle"] / length,
-                        "mfu_bf16_peak": area["flops"] / (length * counts.peak_bf16_flops),
-                        "mfu_weight_dtype_peak": area["flops"]
-                        / (length * counts.peak_weight_dtype_flops),
-                        "mbu": area["bytes"] / (length * counts.peak_bytes_per_s),
-                        "kv_occupancy": area["kv"] / (length * data.kv_capacity_blocks),
-                        "queue_length": area["queue_length"] / length,
-                        "running_requests": area["running_requests"] / length,
-                        "decode_batch": batch,
-                        "nonidle_s": area["nonidle"],
-                    }
-                )
+            served = area["served"] / (length * capacity_per_s[pool.name])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "replica": replica,
+                    "pool": pool.name,
+                    "window_start_s": edges[:-1],
+                    "window_end_s": edges[1:],
+                    "capacity_utilization": served,
+                    "nonidle_fraction": area["nonidle"] / length,
+                    "mfu_bf16_peak": area["flops"] / (length * c.peak_bf16_flops),
+                    "mfu_weight_dtype_peak": area["flops"] / (length * c.peak_weight_dtype_flops),
+                    "mbu": area["bytes"] / (length * c.peak_bytes_per_s),
+                    "kv_occupancy": area["kv"] / (length * pool.kv_capacity_blocks),
+                    "queue_length": area["queue_length"] / length,
+                    "running_requests": area["running_requests"] / length,
+                    "decode_batch": batch,
+                    "nonidle_s": area["nonidle"],
+                }
             )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -290,20 +313,42 @@ def nonidle_s_per_replica(data: RunData, window: Window | None = None) -> np.nda
     return per.reindex(range(data.spec.num_replicas), fill_value=0.0).to_numpy()
 
 
-def fleet_utilization(data: RunData, window: Window, capacity_per_s: float) -> dict:
+def fleet_utilization(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> dict[str, float | None]:
     """The utilization block of summary.json: the fleet over the measurement window.
 
-    `capacity_per_s` is one replica's capacity (requests/s); the fleet's is the sum.
+    `capacity_per_s`: one replica's capacity (requests/s) by pool name.
     """
-    fleet_capacity = capacity_per_s * data.spec.num_replicas
     if window.duration_s <= 0:  # the warm-up outlasted the arrivals: nothing was measured
-        return {**dict.fromkeys(UTILIZATION_KEYS), "capacity_per_s": fleet_capacity}
+        return _unmeasured(data.spec.pools, capacity_per_s)
+    return _utilization(replica_totals(data, window, capacity_per_s), window)
+
+
+def pool_utilization(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """The utilization block of each pool (over its replicas), by pool name."""
+    if window.duration_s <= 0:
+        return {p.name: _unmeasured((p,), capacity_per_s) for p in data.spec.pools}
     totals = replica_totals(data, window, capacity_per_s)
+    return {p.name: _utilization(totals[totals["pool"] == p.name], window) for p in data.spec.pools}
+
+
+def _unmeasured(pools, capacity_per_s: Mapping[str, float]) -> dict[str, float | None]:
+    capacity = sum(p.replicas * capacity_per_s[p.name] for p in pools)
+    return {**dict.fromkeys(UTILIZATION_KEYS), "capacity_per_s": capacity}
+
+
+def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None]:
+    """Over the replicas of `totals`: capacity utilization (their completions over their summed
+    capacity), means of the other fractions, sums of the queue and running counts."""
+    capacity = float(totals["capacity_per_s"].sum())
     nonidle = float(totals["nonidle_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
     return {
-        "capacity_utilization": float(totals["capacity_utilization"].mean()),
-        "capacity_per_s": fleet_capacity,
+        "capacity_utilization": float(totals["completed"].sum() / (window.duration_s * capacity)),
+        "capacity_per_s": capacity,
         "nonidle_fraction": float(totals["nonidle_fraction"].mean()),
         "kv_occupancy_mean": float(totals["kv_occupancy"].mean()),
         "mfu_bf16_peak": float(totals["mfu_bf16_peak"].mean()),

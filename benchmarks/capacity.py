@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/NAME.py` puts benchmarks/, not the root, first
     sys.path.insert(0, str(ROOT))
 
-from analysis.capacity import run_capacity  # noqa: E402
+from analysis.capacity import replica_capacity  # noqa: E402
 from analysis.rundata import load_run  # noqa: E402
 from analysis.window import measurement_window  # noqa: E402
 from sim.study.plan import max_rate  # noqa: E402
@@ -49,7 +49,7 @@ def compare(path: str, items: tuple[str, ...], out: Path, workers: int | None) -
     ok = found.evaluations[found.evaluations["feasible"]]
     knob = "workload.rate" if "workload.rate" in ok else "workload.load_scale"
     data = load_run(out / "points" / ok.loc[ok[knob].idxmax(), "point"] / "seed-0")
-    limit = run_capacity(data, measurement_window(data)).limited_by
+    limit = replica_capacity(data, measurement_window(data), data.spec.pools[0]).limited_by
     name = f"{path} ({', '.join(items)})" if items else path
     capacity, top = row["capacity_per_s"], row["max_rate_per_s"]
     return f"| {name} | {capacity:.2f} | {limit} | {top:.2f} | {capacity / top:.3f} |"

@@ -153,6 +153,8 @@ def format_summary(s: dict) -> str:
     lines.append(_utilization_line(util))
     if eco["cost_usd"] is not None:
         lines += _economics_lines(eco)
+    if len(s["pools"]) > 1:
+        lines += [_pool_line(name, p) for name, p in s["pools"].items()]
     return "\n".join(lines)
 
 
@@ -189,6 +191,23 @@ def _economics_lines(eco: dict) -> list[str]:
         f"{_usd(eco['cost_per_million_output_tokens_usd'])}, blended "
         f"{_usd(eco['cost_per_million_tokens_usd'])}",
     ]
+
+
+def _pool_line(name: str, p: dict) -> str:
+    """One pool of a summary: what it is, its load, utilization and money."""
+    money = ""
+    if p["cost_usd"] is not None:
+        money = (
+            f", cost {_usd(p['cost_usd'], 2)}, revenue {_usd(p['revenue_usd'], 2)}, "
+            f"margin {_pct(p['margin'])}"
+        )
+    util = p["utilization"]
+    return (
+        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}): "
+        f"{p['throughput']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
+        f"{_pct(util['capacity_utilization'])} of {util['capacity_per_s']:.1f} req/s "
+        f"capacity{money}"
+    )
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:

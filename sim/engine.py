@@ -100,9 +100,10 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     workload = generate_workload(spec.scenario, spec.trace_files, rngs)
 
     env = simpy.Environment()
-    recorder = Recorder(workload, longest_context=spec.pads_decode_attention)
+    pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
+    recorder = Recorder(workload, pool_names, longest_context=spec.pads_decode_attention)
     perf_seeds = streams["perf"].spawn(spec.num_replicas)
-    fleet = Fleet(env, spec, recorder, perf_seeds, workload.prefix_block_tokens)
+    fleet = Fleet(env, spec, recorder, perf_seeds, streams["router"], workload.prefix_block_tokens)
     ArrivalFeed(env, workload, fleet).start()
     horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)

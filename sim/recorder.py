@@ -23,14 +23,18 @@ class Recorder:
 
     The columns are ``array.array`` buffers: the event loop reads and writes single elements as
     plain Python ints and floats (cheaper than numpy scalars), and the tables view them without
-    copying. With `longest_context` (padded decode attention) the steps table has one more
-    column, ``decode_max_context``: the longest context a decoding sequence attends in the
-    interval's first iteration.
+    copying. `pools`: each replica's pool name, for the `pool` column of both tables when the
+    fleet has more than one pool (None: no such column). With `longest_context` (padded decode
+    attention) the steps table has one more column, ``decode_max_context``: the longest context
+    a decoding sequence attends in the interval's first iteration.
     """
 
-    def __init__(self, workload: Workload, longest_context: bool = False) -> None:
+    def __init__(
+        self, workload: Workload, pools: list[str] | None = None, longest_context: bool = False
+    ) -> None:
         n = len(workload)
         self.workload = workload
+        self.pools = pools
         self.replica = array("i", [-1]) * n
         self.first_scheduled_s = array("d", [np.nan]) * n
         self.first_token_s = array("d", [np.nan]) * n
@@ -111,6 +115,7 @@ class Recorder:
                 "prompt_tokens": w.prompt_tokens,
                 "output_tokens": w.output_tokens,
                 "replica": _view(self.replica),
+                **self._pool_column(_view(self.replica)),
                 "first_scheduled_s": _view(self.first_scheduled_s),
                 "first_token_s": _view(self.first_token_s),
                 "finish_s": _view(self.finish_s),
@@ -122,7 +127,19 @@ class Recorder:
 
     def steps_table(self) -> pa.Table:
         """One row per executed interval of a replica (the columns of steps.parquet)."""
-        return pa.table({k: _view(v) for k, v in self._steps.items()})
+        columns = {k: _view(v) for k, v in self._steps.items()}
+        replica = columns.pop("replica")
+        return pa.table({"replica": replica, **self._pool_column(replica), **columns})
+
+    def _pool_column(self, replica: np.ndarray) -> dict[str, pa.Array]:
+        """The `pool` column (each row's replica's pool; null where no replica) or nothing."""
+        if self.pools is None:
+            return {}
+        unrouted = replica < 0
+        codes = pa.array(np.where(unrouted, 0, replica), mask=unrouted, type=pa.int32())
+        return {
+            "pool": pa.DictionaryArray.from_arrays(codes, pa.array(self.pools)).dictionary_decode()
+        }
 
 
 def _decoded(indices: np.ndarray, names: tuple[str, ...]) -> pa.Array:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -25,12 +26,15 @@ from sim.perf import StepTimeModel
 from sim.recorder import Recorder
 from sim.request import Request
 
+if TYPE_CHECKING:
+    from sim.runspec import PoolSpec
+
 
 class Replica:
     """A replica's process, its batcher and its step-time model.
 
-    `departed` is called when a request leaves without being served (rejected); the batcher
-    calls the same hook for the requests it finishes.
+    `departed` is called with a request's id when it leaves without being served (rejected);
+    the batcher calls the same hook for the requests it finishes.
     """
 
     def __init__(
@@ -41,7 +45,7 @@ class Replica:
         perf: StepTimeModel,
         recorder: Recorder,
         compress: bool,
-        departed: Callable[[], None],
+        departed: Callable[[int], None],
     ) -> None:
         self.env, self.index = env, index
         self.batcher, self.perf, self.recorder = batcher, perf, recorder
@@ -55,7 +59,7 @@ class Replica:
         """Take a routed request: reject it, or queue it and wake or interrupt the process."""
         if self.batcher.rejection(req) is not None:
             self.recorder.rejected(req.rid)
-            self.departed()
+            self.departed(req.rid)
             return
         self.batcher.enqueue(req)
         if self._wake is not None:
@@ -138,28 +142,37 @@ class Replica:
 
 
 class ReplicaView:
-    """What a router may read of a replica: its place in the fleet and its load, nothing else.
+    """What a router may read of a replica: its place in the fleet, its load and its pool's
+    speed and price, nothing else.
 
     index: the replica's fleet-wide number; pool: its pool's index; slots: most requests its
-    batcher runs at once; outstanding: requests routed to it and not yet gone.
+    batcher runs at once; outstanding: requests routed to it and not yet gone;
+    prefill_s_per_token, decode_s_per_token: its pool's predicted seconds per prompt and output
+    token; usd_per_hour: the price of its GPUs for an hour (None without [economics]).
     """
 
-    __slots__ = ("index", "pool", "slots", "_batcher")
+    __slots__ = (
+        "index",
+        "pool",
+        "slots",
+        "prefill_s_per_token",
+        "decode_s_per_token",
+        "usd_per_hour",
+        "_batcher",
+    )
 
-    def __init__(self, replica: Replica, pool: int) -> None:
-        self.index, self.pool = replica.index, pool
+    def __init__(self, replica: Replica, pool: PoolSpec) -> None:
+        self.index, self.pool = replica.index, pool.index
         self.slots = replica.batcher.slots
+        self.prefill_s_per_token = pool.prefill_s_per_token
+        self.decode_s_per_token = pool.decode_s_per_token
+        self.usd_per_hour = pool.usd_per_replica_hour
         self._batcher = replica.batcher
 
     @property
     def outstanding(self) -> int:
         """Requests inside the replica: waiting, running or swapped out."""
         return self._batcher.outstanding
-
-    @property
-    def free_slots(self) -> int:
-        """Slots not taken by an outstanding request (0 when the replica is full or over)."""
-        return max(0, self.slots - self._batcher.outstanding)
 
 
 def _boundaries(start: float, durations, once_s: float):

@@ -10,6 +10,7 @@ GPUs, prompts that can never fit a replica's KV cache, a GPU price that cannot b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sim.calibration import Calibration, load_calibration, resolve_calibration
@@ -23,11 +24,12 @@ from sim.memory import (
     weight_bytes,
 )
 from sim.noise import StepNoise
-from sim.perf import HOST_PARAMS, PerfParams, RooflineSetup
+from sim.perf import HOST_PARAMS, PerfParams, Roofline, RooflineSetup, StepWork
 from sim.prices import GpuPrice, gpu_price, known_defaults
 from sim.replay import replay_durations_s
 from sim.runspec import PoolSpec, RunSpec
 from sim.scenario import (
+    BatcherConfig,
     EmpiricalLength,
     ReplayConfig,
     RooflineConfig,
@@ -38,52 +40,177 @@ from sim.traces import read_trace, resolve_trace
 from sim.workload import TRACE_ARRIVAL, length_bounds
 
 HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS)
+# The reference request of a pool's token costs: the mean prompt and output of the Azure LLM
+# inference trace 2023, conversation part (sim/data/traces/azure2023_conv.csv), whose decode
+# attends the prompt and half the output on average.
+REFERENCE_PROMPT_TOKENS = 1155
+REFERENCE_OUTPUT_TOKENS = 211
+REFERENCE_CONTEXT_TOKENS = REFERENCE_PROMPT_TOKENS + REFERENCE_OUTPUT_TOKENS // 2
 
 
 def resolve(scenario: Scenario) -> RunSpec:
     """The run `scenario` describes, with everything looked up; UserError for any problem."""
     trace_files = _trace_files(scenario)
-    pool = _fleet_pool(scenario)
-    _check_prompts_fit(scenario, pool, trace_files)
-    return RunSpec(scenario, (pool,), scenario.fleet.router, trace_files)
+    pools = []
+    for source in _pool_sources(scenario):
+        pools.append(_pool(scenario, source, len(pools), sum(p.replicas for p in pools)))
+    _check_prompts_fit(scenario, pools, trace_files)
+    return RunSpec(
+        scenario, tuple(pools), scenario.fleet.router, trace_files, tuple(scenario.class_models())
+    )
 
 
-def _fleet_pool(scenario: Scenario) -> PoolSpec:
-    """The single pool of the ``[fleet]`` section, named after its GPU."""
+@dataclass(frozen=True)
+class _PoolSource:
+    """One pool's settings as the scenario gives them, inherited where unset.
+
+    field: where the pool is written (``fleet`` for the single-pool form, else
+    ``fleet.pools.N``); perf_field: where its [perf] section is.
+    """
+
+    field: str
+    name: str
+    gpu: str
+    tp: int
+    replicas: int
+    model: str
+    weight_dtype: str
+    kv_dtype: str
+    batcher: BatcherConfig
+    perf: RooflineConfig | ServiceTimeConfig | ReplayConfig
+    perf_field: str
+    gpu_usd_per_hour: float | None
+    price_source: str | None
+
+    @property
+    def model_field(self) -> str:
+        return "model.name" if self.field == "fleet" else f"{self.field}.model"
+
+
+def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
+    """The pools of the scenario: its [[fleet.pools]], or the one pool of its [fleet] section
+    (named after its GPU)."""
     fleet, model = scenario.fleet, scenario.model
-    accelerator = _accelerator(scenario, fleet.gpu)
-    shape = _model_shape(scenario, model.name)
-    batcher = scenario.batcher
-    usable = usable_bytes(accelerator, fleet.tp, batcher.gpu_memory_utilization)
-    weights = weight_bytes(shape, model.weight_dtype)
-    per_token = kv_bytes_per_token(shape, model.kv_dtype)
+    dtypes = (model.weight_dtype, model.kv_dtype) if model is not None else ("bf16", "bf16")
+    if not fleet.pools:
+        assert fleet.gpu is not None and model is not None  # schema-checked
+        return [
+            _PoolSource(
+                field="fleet",
+                name=fleet.gpu,
+                gpu=fleet.gpu,
+                tp=fleet.tp,
+                replicas=fleet.replicas,
+                model=model.name,
+                weight_dtype=dtypes[0],
+                kv_dtype=dtypes[1],
+                batcher=scenario.batcher,
+                perf=scenario.perf,
+                perf_field="perf",
+                gpu_usd_per_hour=None,
+                price_source=None,
+            )
+        ]
+    sources = []
+    for i, p in enumerate(fleet.pools):
+        field = f"fleet.pools.{i}"
+        sources.append(
+            _PoolSource(
+                field=field,
+                name=p.name,
+                gpu=p.gpu,
+                tp=p.tp,
+                replicas=p.replicas,
+                model=p.model or (model.name if model is not None else ""),  # schema-checked
+                weight_dtype=p.weight_dtype or dtypes[0],
+                kv_dtype=p.kv_dtype or dtypes[1],
+                batcher=p.batcher or scenario.batcher,
+                perf=p.perf or scenario.perf,
+                perf_field=f"{field}.perf" if p.perf is not None else "perf",
+                gpu_usd_per_hour=p.gpu_usd_per_hour,
+                price_source=p.price_source,
+            )
+        )
+    return sources
+
+
+def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) -> PoolSpec:
+    """One resolved pool; UserError when its weights do not fit its GPUs."""
+    accelerator = _accelerator(scenario, src.gpu)
+    shape = _model_shape(scenario, src.model)
+    batcher = src.batcher
+    usable = usable_bytes(accelerator, src.tp, batcher.gpu_memory_utilization)
+    weights = weight_bytes(shape, src.weight_dtype)
+    per_token = kv_bytes_per_token(shape, src.kv_dtype)
     capacity = kv_capacity_blocks(usable - weights, batcher.block_size, per_token)
     if capacity < 1:
         raise UserError(
-            f"{scenario.name}: model.name = '{model.name}' ({weights / 1e9:.1f} GB of "
-            f"{model.weight_dtype} weights) does not fit on fleet.tp = {fleet.tp} x fleet.gpu = "
-            f"'{fleet.gpu}' ({usable / 1e9:.1f} GB usable); raise fleet.tp or use a smaller "
-            f"weight_dtype"
+            f"{scenario.name}: {src.model_field} = '{src.model}' ({weights / 1e9:.1f} GB of "
+            f"{src.weight_dtype} weights) does not fit on {src.field}.tp = {src.tp} x "
+            f"{src.field}.gpu = '{src.gpu}' ({usable / 1e9:.1f} GB usable); raise "
+            f"{src.field}.tp or use a smaller weight_dtype"
         )
+    perf = _perf(scenario, src)
+    prefill_s, decode_s = _token_costs(perf, shape, accelerator, src, capacity * batcher.block_size)
     return PoolSpec(
-        name=fleet.gpu,
-        index=0,
-        gpu=fleet.gpu,
+        name=src.name,
+        index=index,
+        gpu=src.gpu,
         accelerator=accelerator,
-        tp=fleet.tp,
-        replicas=fleet.replicas,
-        first_replica=0,
-        model=model.name,
+        tp=src.tp,
+        replicas=src.replicas,
+        first_replica=first_replica,
+        model=src.model,
         model_shape=shape,
-        weight_dtype=model.weight_dtype,
-        kv_dtype=model.kv_dtype,
+        weight_dtype=src.weight_dtype,
+        kv_dtype=src.kv_dtype,
         batcher=batcher,
-        perf=_perf(scenario),
+        perf=perf,
         kv_capacity_blocks=capacity,
-        swap_s_per_block=swap_s_per_block(accelerator, fleet.tp, batcher.block_size, per_token),
+        swap_s_per_block=swap_s_per_block(accelerator, src.tp, batcher.block_size, per_token),
         weight_bytes=weights,
-        price=_price(scenario, fleet.gpu),
+        prefill_s_per_token=prefill_s,
+        decode_s_per_token=decode_s,
+        price=_price(scenario, src),
     )
+
+
+def _token_costs(
+    perf: RooflineSetup | ServiceTimeConfig | ReplayConfig,
+    shape: ModelShape,
+    accelerator: Accelerator,
+    src: _PoolSource,
+    kv_tokens: int,
+) -> tuple[float, float]:
+    """Predicted seconds per prompt token and per output token of one replica of a pool.
+
+    Prefill: the reference prompt alone in one iteration. Decode: one iteration of the
+    replica's full batch (its slots, as many as the KV cache holds at the reference context)
+    per sequence in it. For service-time models the distribution's mean, for a replayed step
+    log its mean step, is the time of either iteration.
+    """
+    slots = src.batcher.max_num_seqs if src.batcher.kind == "continuous" else src.batcher.max_batch
+    batch = max(1, min(slots, kv_tokens // REFERENCE_CONTEXT_TOKENS))
+    if isinstance(perf, ServiceTimeConfig):
+        per_iteration = perf.mean_s * (batch if perf.scale_with_batch else 1)
+        return perf.mean_s / REFERENCE_PROMPT_TOKENS, per_iteration / batch
+    if isinstance(perf, ReplayConfig):
+        step_s = float(replay_durations_s(perf.steps).mean())
+        return step_s / REFERENCE_PROMPT_TOKENS, step_s / batch
+    roofline = Roofline(
+        shape,
+        accelerator,
+        src.tp,
+        perf.params,
+        src.weight_dtype,
+        src.kv_dtype,
+        decode_attention=perf.decode_attention,
+    )
+    prompt = StepWork()
+    prompt.add_prefill(REFERENCE_PROMPT_TOKENS, 0, emits_logits=True)
+    context = REFERENCE_CONTEXT_TOKENS
+    decode_s = roofline.decode_stretch_s(batch, batch * context, 1, 0, context)[0]
+    return roofline.step_s(prompt) / REFERENCE_PROMPT_TOKENS, float(decode_s) / batch
 
 
 def _accelerator(scenario: Scenario, gpu: str) -> Accelerator:
@@ -96,23 +223,24 @@ def _model_shape(scenario: Scenario, name: str) -> ModelShape:
     return {**builtin_models(), **scenario.models}[name]
 
 
-def _perf(scenario: Scenario) -> RooflineSetup | ServiceTimeConfig | ReplayConfig:
-    """The step-time model's parameters: a service-time distribution, a step log to replay (its
-    path made absolute, the log checked), or the roofline's parameters from the ``[perf]``
-    efficiencies or from its calibration file, with its decode attention and noise."""
-    cfg = scenario.perf
+def _perf(scenario: Scenario, src: _PoolSource) -> RooflineSetup | ServiceTimeConfig | ReplayConfig:
+    """The step-time model's parameters of a pool: a service-time distribution, a step log to
+    replay (its path made absolute, the log checked), or the roofline's parameters from the
+    [perf] section's efficiencies or from its calibration file, with its decode attention and
+    noise. Errors name the section (``perf``, or ``fleet.pools.N.perf``)."""
+    cfg, field = src.perf, src.perf_field
     if isinstance(cfg, ServiceTimeConfig):
         return cfg
     if isinstance(cfg, ReplayConfig):
-        return _replay(scenario, cfg)
+        return _replay(scenario, src, cfg)
     if cfg.calibration is None:
         if cfg.noise:
             raise UserError(
-                f"{scenario.name}: perf.noise = true needs perf.calibration (a calibration "
+                f"{scenario.name}: {field}.noise = true needs {field}.calibration (a calibration "
                 f"fitted to a live step log, whose [noise] table it draws from)"
             )
         return RooflineSetup(PerfParams.from_config(cfg), cfg.decode_attention or "summed")
-    where = f"{scenario.name}: perf.calibration = '{cfg.calibration}'"
+    where = f"{scenario.name}: {field}.calibration = '{cfg.calibration}'"
     try:
         path = resolve_calibration(cfg.calibration, scenario.base_dir)
     except UserError as exc:
@@ -122,7 +250,7 @@ def _perf(scenario: Scenario) -> RooflineSetup | ServiceTimeConfig | ReplayConfi
     given = sorted(cfg.model_fields_set & set(HAND_SET_PERF))
     if given:
         raise UserError(
-            f"{scenario.name}: perf.{given[0]} cannot be combined with perf.calibration "
+            f"{scenario.name}: {field}.{given[0]} cannot be combined with {field}.calibration "
             f"= '{cfg.calibration}' (the calibration sets every efficiency and overhead); "
             f"remove one of them"
         )
@@ -131,19 +259,21 @@ def _perf(scenario: Scenario) -> RooflineSetup | ServiceTimeConfig | ReplayConfi
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
     return RooflineSetup(
-        cal.params, _decode_attention(scenario, cfg, cal, path), _noise(cfg, cal, where)
+        cal.params, _decode_attention(scenario, cfg, field, cal, path), _noise(cfg, cal, where)
     )
 
 
-def _decode_attention(scenario: Scenario, cfg: RooflineConfig, cal: Calibration, path: Path) -> str:
-    """The scenario's decode attention, else its calibration's, else summed; UserError when
+def _decode_attention(
+    scenario: Scenario, cfg: RooflineConfig, field: str, cal: Calibration, path: Path
+) -> str:
+    """The section's decode attention, else its calibration's, else summed; UserError when
     the two disagree."""
     fitted = cal.decode_attention
     if cfg.decode_attention is not None and fitted not in (None, cfg.decode_attention):
         raise UserError(
-            f"{scenario.name}: perf.decode_attention = '{cfg.decode_attention}', but "
+            f"{scenario.name}: {field}.decode_attention = '{cfg.decode_attention}', but "
             f"{path.name} was fitted with decode_attention = '{fitted}'; remove "
-            f"perf.decode_attention or use a calibration fitted that way"
+            f"{field}.decode_attention or use a calibration fitted that way"
         )
     return cfg.decode_attention or fitted or "summed"
 
@@ -160,32 +290,37 @@ def _noise(cfg: RooflineConfig, cal: Calibration, where: str) -> StepNoise | Non
     return cal.noise
 
 
-def _replay(scenario: Scenario, cfg: ReplayConfig) -> ReplayConfig:
+def _replay(scenario: Scenario, src: _PoolSource, cfg: ReplayConfig) -> ReplayConfig:
     """The replay section with its step log's absolute path, after checking the log."""
-    if scenario.fleet.replicas != 1:
+    if src.replicas != 1:
         raise UserError(
-            f"{scenario.name}: perf.kind = 'replay' replays one engine's steps; fleet.replicas "
-            f"must be 1, not {scenario.fleet.replicas}"
+            f"{scenario.name}: {src.perf_field}.kind = 'replay' replays one engine's steps; "
+            f"{src.field}.replicas must be 1, not {src.replicas}"
         )
     path = scenario.resolve_path(cfg.steps).resolve()
     try:
         replay_durations_s(path)
     except UserError as exc:
-        raise UserError(f"{scenario.name}: perf.steps = '{cfg.steps}': {exc}") from None
+        raise UserError(f"{scenario.name}: {src.perf_field}.steps = '{cfg.steps}': {exc}") from None
     return cfg.model_copy(update={"steps": str(path)})
 
 
-def _price(scenario: Scenario, gpu: str) -> GpuPrice | None:
-    """One GPU-hour of `gpu` under the scenario's [economics] (None without one)."""
+def _price(scenario: Scenario, src: _PoolSource) -> GpuPrice | None:
+    """One GPU-hour of the pool's GPU: its own price, else the scenario's [economics] price or
+    the defaults table's (None without [economics])."""
     eco = scenario.economics
     if eco is None:
         return None
-    price = gpu_price(gpu, eco)
+    if src.gpu_usd_per_hour is not None:
+        source = src.price_source or eco.price_source or f"scenario {src.field}"
+        return GpuPrice(src.gpu_usd_per_hour, source)
+    price = gpu_price(src.gpu, eco)
     if price is None:
+        own = "" if src.field == "fleet" else f" or {src.field}.gpu_usd_per_hour"
         raise UserError(
-            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu '{gpu}' "
-            f"with pricing '{eco.pricing}' (defaults exist for {known_defaults()}); give "
-            f"economics.gpu_usd_per_hour"
+            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu "
+            f"'{src.gpu}' with pricing '{eco.pricing}' (defaults exist for {known_defaults()}); "
+            f"give economics.gpu_usd_per_hour{own}"
         )
     return price
 
@@ -212,17 +347,24 @@ def _trace_files(scenario: Scenario) -> dict[str, str]:
     return files
 
 
-def _check_prompts_fit(scenario: Scenario, pool: PoolSpec, trace_files: dict[str, str]) -> None:
-    """Refuse a class whose every prompt is longer than a replica's whole KV cache."""
-    tokens = pool.kv_capacity_blocks * pool.batcher.block_size
+def _check_prompts_fit(
+    scenario: Scenario, pools: list[PoolSpec], trace_files: dict[str, str]
+) -> None:
+    """Refuse a class whose every prompt is longer than the whole KV cache of a replica of
+    every pool that serves its model."""
     for cls in scenario.workload.classes:
         if cls.prompt_tokens is None:
             continue
+        model = cls.model or pools[0].model
+        serving = [p for p in pools if p.model == model]
+        roomiest = max(serving, key=lambda p: p.kv_capacity_blocks * p.batcher.block_size)
+        tokens = roomiest.kv_capacity_blocks * roomiest.batcher.block_size
         shortest, _ = length_bounds(cls.prompt_tokens, trace_files, "prompt")
         if shortest > tokens:
+            where = "fleet" if not scenario.fleet.pools else f"fleet.pools.{roomiest.index}"
             raise UserError(
                 f"{scenario.name}: workload.classes '{cls.name}': prompt_tokens of at least "
                 f"{shortest} tokens never fit the KV cache of a replica ({tokens} tokens on "
-                f"fleet.tp = {pool.tp} x '{pool.gpu}'); shorten the prompts or add memory "
-                f"(tp, gpu, gpu_memory_utilization)"
+                f"{where}.tp = {roomiest.tp} x '{roomiest.gpu}'); shorten the prompts or add "
+                f"memory (tp, gpu, gpu_memory_utilization)"
             )

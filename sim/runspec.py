@@ -38,8 +38,10 @@ class PoolSpec:
     Replicas are numbered across the fleet; this pool's are ``first_replica`` to
     ``first_replica + replicas - 1``. `perf` is the step-time model's parameters: the roofline's
     (:class:`~sim.perf.RooflineSetup`, calibration already loaded), a service-time distribution,
-    or a step log to replay (its absolute path).
-    `price` is None when the scenario has no ``[economics]``.
+    or a step log to replay (its absolute path). `prefill_s_per_token` and `decode_s_per_token`
+    are the step-time model's predicted seconds per prompt and per output token of one replica
+    (``sim.resolve`` says how), which routers use to weigh pools by speed. `price` is None when
+    the scenario has no ``[economics]``.
     """
 
     name: str
@@ -58,12 +60,19 @@ class PoolSpec:
     kv_capacity_blocks: int
     swap_s_per_block: float
     weight_bytes: float
+    prefill_s_per_token: float
+    decode_s_per_token: float
     price: GpuPrice | None
 
     @property
     def gpus(self) -> int:
         """GPUs of the whole pool."""
         return self.replicas * self.tp
+
+    @property
+    def usd_per_replica_hour(self) -> float | None:
+        """The GPUs of one replica for one hour (None without a price)."""
+        return None if self.price is None else self.price.usd_per_gpu_hour * self.tp
 
     @property
     def pads_decode_attention(self) -> bool:
@@ -143,13 +152,15 @@ class RunSpec:
 
     `scenario` keeps the workload, simulation and economics sections as the user wrote them;
     `trace_files` maps each trace named in the scenario (``builtin:NAME`` or a path) to its
-    absolute file path.
+    absolute file path; `class_models` is the model each request class needs, in the order of
+    the workload's classes.
     """
 
     scenario: Scenario
     pools: tuple[PoolSpec, ...]
     router: str
     trace_files: Mapping[str, str]
+    class_models: tuple[str, ...]
 
     @property
     def name(self) -> str:
@@ -166,6 +177,14 @@ class RunSpec:
         """Replicas of the whole fleet."""
         return sum(p.replicas for p in self.pools)
 
+    def replica_pools(self) -> list[PoolSpec]:
+        """The pool of each replica, by fleet-wide replica index."""
+        return [p for p in self.pools for _ in p.replica_indices]
+
+    def models(self) -> list[str]:
+        """The served models, in the order of the pools that serve them."""
+        return list(dict.fromkeys(p.model for p in self.pools))
+
     def with_seed(self, seed: int) -> RunSpec:
         """The same run with ``sim.seed`` set to `seed`."""
         if seed == self.scenario.sim.seed:
@@ -181,6 +200,7 @@ class RunSpec:
             "pools": [p.to_json() for p in self.pools],
             "router": self.router,
             "trace_files": dict(self.trace_files),
+            "class_models": list(self.class_models),
         }
 
     @classmethod
@@ -193,6 +213,7 @@ class RunSpec:
             tuple(PoolSpec.from_json(p) for p in data["pools"]),
             data["router"],
             dict(data["trace_files"]),
+            tuple(data["class_models"]),
         )
 
 

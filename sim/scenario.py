@@ -14,7 +14,14 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
 from sim.errors import UserError
@@ -119,6 +126,9 @@ class RequestClass(Section):
     cached_input_usd_per_million: float | None = Field(
         default=None, ge=0, description="this class's cached-prefix price (default: [economics])"
     )
+    model: str | None = Field(
+        default=None, description="the model this class needs (default: the one served model)"
+    )
 
 
 class WorkloadConfig(Section):
@@ -194,7 +204,7 @@ def _check_schedule(schedule: list[tuple[float, float]]) -> None:
         raise ValueError("schedule rates must be >= 0")
 
 
-# ----------------------------------------------------------------------------- [model], [fleet]
+# ----------------------------------------------------------------------------- [model]
 
 
 class ModelConfig(Section):
@@ -203,15 +213,6 @@ class ModelConfig(Section):
     name: str = Field(description="catalogue id (llama-3-8b, ...) or a [models.NAME] entry")
     weight_dtype: Dtype = "bf16"
     kv_dtype: KvDtype = "bf16"
-
-
-class FleetConfig(Section):
-    """Identical replicas: each is one model on `tp` GPUs of one type."""
-
-    gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
-    tp: int = Field(default=1, ge=1, le=64)
-    replicas: int = Field(default=1, ge=1)
-    router: Literal["round_robin", "least_outstanding", "central_queue"] = "least_outstanding"
 
 
 # ----------------------------------------------------------------------------- [batcher]
@@ -383,6 +384,85 @@ PerfConfig = Annotated[
 ]
 
 
+# ----------------------------------------------------------------------------- [fleet]
+
+SINGLE_POOL_KEYS = ("gpu", "tp", "replicas")
+RouterName = Literal[
+    "round_robin",
+    "least_outstanding",
+    "central_queue",
+    "least_work",
+    "power_of_two",
+    "prefix_affinity",
+    "cheapest_first",
+]
+
+
+class PoolConfig(Section):
+    """A pool of identical replicas, each one model on `tp` GPUs of one type.
+
+    Unset fields inherit: `model`, `weight_dtype` and `kv_dtype` from ``[model]``, `batcher`
+    from ``[batcher]`` and `perf` from ``[perf]`` (a pool's own table replaces the whole
+    section), the price from ``[economics]`` or the defaults table for the pool's GPU.
+    """
+
+    name: str = Field(min_length=1)
+    gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
+    tp: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1)
+    model: str | None = Field(default=None, description="model served (default: [model] name)")
+    weight_dtype: Dtype | None = None
+    kv_dtype: KvDtype | None = None
+    batcher: BatcherConfig | None = None
+    perf: PerfConfig | None = None
+    gpu_usd_per_hour: float | None = Field(
+        default=None, ge=0, description="this pool's price of one GPU-hour (rented pricing)"
+    )
+    price_source: str | None = Field(default=None, description="where this pool's price is from")
+
+
+class FleetConfig(Section):
+    """The replicas: one pool (`gpu`, `tp`, `replicas`) or several (`pools`), and the router."""
+
+    gpu: str | None = Field(
+        default=None, description="catalogue id (h100, ...) or an [accelerators.NAME] entry"
+    )
+    tp: int = Field(default=1, ge=1, le=64)
+    replicas: int = Field(default=1, ge=1)
+    router: RouterName = "least_outstanding"
+    pools: list[PoolConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("pools"):
+            given = [k for k in SINGLE_POOL_KEYS if k in data]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)}: with [[fleet.pools]] each pool sets its own gpu, tp "
+                    f"and replicas; remove fleet.{given[0]}"
+                )
+        return data
+
+    @model_validator(mode="after")
+    def _pools_or_gpu(self) -> FleetConfig:
+        if not self.pools and self.gpu is None:
+            raise ValueError("give fleet.gpu, or [[fleet.pools]] entries")
+        names = [p.name for p in self.pools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool names must be unique, got {names}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_keys(self, handler: Any) -> dict:
+        """With pools, the single-pool keys are not written (they would not validate back)."""
+        data = handler(self)
+        if self.pools:
+            for key in SINGLE_POOL_KEYS:
+                data.pop(key, None)
+        return data
+
+
 # ----------------------------------------------------------------------------- [economics]
 
 
@@ -469,7 +549,7 @@ class Scenario(Section):
     name: str = "scenario"
     sim: SimConfig = Field(default_factory=SimConfig)
     workload: WorkloadConfig
-    model: ModelConfig
+    model: ModelConfig | None = None
     fleet: FleetConfig
     batcher: BatcherConfig = Field(default_factory=ContinuousBatcherConfig)
     perf: PerfConfig = Field(default_factory=RooflineConfig)
@@ -482,25 +562,36 @@ class Scenario(Section):
     @classmethod
     def _default_kinds(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            data = dict(data)
-            for section, kind in _DEFAULT_KINDS.items():
-                if isinstance(data.get(section), dict) and "kind" not in data[section]:
-                    data[section] = {"kind": kind, **data[section]}
+            data = _with_default_kinds(data)
+            fleet = data.get("fleet")
+            if isinstance(fleet, dict) and isinstance(fleet.get("pools"), list):
+                pools = [_with_default_kinds(p) for p in fleet["pools"]]
+                data["fleet"] = {**fleet, "pools": pools}
         return data
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Scenario:
         gpus = {**builtin_accelerators(), **self.accelerators}
-        if self.fleet.gpu not in gpus:
-            raise ValueError(
-                f"fleet.gpu: unknown accelerator '{self.fleet.gpu}'; allowed: "
-                f"{', '.join(sorted(gpus))}, or define [accelerators.{self.fleet.gpu}]"
-            )
+        for field, gpu in self._pool_fields("gpu"):
+            if gpu not in gpus:
+                raise ValueError(
+                    f"{field}: unknown accelerator '{gpu}'; allowed: "
+                    f"{', '.join(sorted(gpus))}, or define [accelerators.{gpu}]"
+                )
         models = {**builtin_models(), **self.models}
-        if self.model.name not in models:
+        for field, name in self._pool_fields("model"):
+            if name is None:
+                raise ValueError(f"{field}: required (there is no [model] section to inherit)")
+            if name not in models:
+                raise ValueError(
+                    f"{field}: unknown model '{name}'; allowed: "
+                    f'{", ".join(sorted(models))}, or define [models."{name}"]'
+                )
+        self._check_class_models()
+        self._check_pool_prices()
+        if self.fleet.router == "cheapest_first" and self.economics is None:
             raise ValueError(
-                f"model.name: unknown model '{self.model.name}'; allowed: "
-                f'{", ".join(sorted(models))}, or define [models."{self.model.name}"]'
+                "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
             )
         if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
@@ -508,10 +599,71 @@ class Scenario(Section):
             raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
         return self
 
+    def _pool_fields(self, key: str) -> list[tuple[str, Any]]:
+        """(field path, value) of `key` (gpu or model) for each pool, inherited where unset."""
+        default_model = self.model.name if self.model is not None else None
+        if not self.fleet.pools:
+            field = "fleet.gpu" if key == "gpu" else "model.name"
+            return [(field, self.fleet.gpu if key == "gpu" else default_model)]
+        return [
+            (f"fleet.pools.{i}.{key}", p.gpu if key == "gpu" else (p.model or default_model))
+            for i, p in enumerate(self.fleet.pools)
+        ]
+
+    def served_models(self) -> list[str]:
+        """The models the fleet serves, in the order of the pools that serve them."""
+        return list(dict.fromkeys(name for _, name in self._pool_fields("model")))
+
+    def class_models(self) -> list[str]:
+        """The model each request class needs, in class order (one class 'trace' without any)."""
+        served = self.served_models()
+        return [c.model or served[0] for c in self.workload.classes] or served[:1]
+
+    def _check_class_models(self) -> None:
+        served = self.served_models()
+        classes = self.workload.classes
+        for i, c in enumerate(classes):
+            if c.model is None and len(served) > 1:
+                raise ValueError(
+                    f"workload.classes.{i}.model: the fleet serves {', '.join(served)}; "
+                    f"name the model class '{c.name}' needs"
+                )
+            if c.model is not None and c.model not in served:
+                raise ValueError(
+                    f"workload.classes.{i}.model = '{c.model}': no pool serves it; served: "
+                    f"{', '.join(served)}"
+                )
+        if not classes and len(served) > 1:
+            raise ValueError(
+                f"workload: the fleet serves {', '.join(served)}; replayed requests need "
+                f"[[workload.classes]] that name their model"
+            )
+
+    def _check_pool_prices(self) -> None:
+        for i, pool in enumerate(self.fleet.pools):
+            if pool.gpu_usd_per_hour is None and pool.price_source is None:
+                continue
+            field = f"fleet.pools.{i}.gpu_usd_per_hour"
+            if self.economics is None:
+                raise ValueError(f"{field}: a pool price needs an [economics] section")
+            if self.economics.pricing == "owned":
+                raise ValueError(
+                    f"{field}: pricing = 'owned' prices GPUs from purchase_usd_per_gpu; remove it"
+                )
+
     def resolve_path(self, path: str) -> Path:
         """A path from the scenario, relative to the scenario file's folder."""
         p = Path(path)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _with_default_kinds(section: dict) -> dict:
+    """A copy of a table whose batcher and perf sub-tables get their default ``kind``."""
+    out = dict(section)
+    for key, kind in _DEFAULT_KINDS.items():
+        if isinstance(out.get(key), dict) and "kind" not in out[key]:
+            out[key] = {"kind": kind, **out[key]}
+    return out
 
 
 # ----------------------------------------------------------------------------- loading

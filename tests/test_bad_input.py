@@ -50,7 +50,9 @@ def test_unknown_gpu_lists_the_catalogue(tmp_path, capsys):
 def test_unknown_policy_name_lists_the_allowed_ones(tmp_path, capsys):
     err = _run_cli(capsys, str(CHAT), "--set", "fleet.router=fastest", "--out", str(tmp_path / "o"))
     assert "fleet.router = 'fastest'" in err
-    assert "'round_robin', 'least_outstanding' or 'central_queue'" in err
+    assert (
+        "'round_robin', 'least_outstanding', 'central_queue', 'least_work', 'power_of_two'" in err
+    )
 
 
 def test_prompt_longer_than_the_kv_cache_is_explained(tmp_path, capsys):

@@ -93,7 +93,7 @@ def test_lost_request_is_caught(run_data):
 
 
 def test_kv_overuse_is_caught(run_data):
-    run_data.steps.loc[0, "kv_blocks_used"] = run_data.kv_capacity_blocks + 1
+    run_data.steps.loc[0, "kv_blocks_used"] = run_data.spec.pools[0].kv_capacity_blocks + 1
     assert _broken(run_data) == {"kv within capacity": 1}
 
 

@@ -238,3 +238,37 @@ mean_s = 0.25
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["gpu", "tp", "replicas"]
     assert lines[1].split()[:3] == ["h100", "1", "3"]
+
+
+def test_mixes_of_two_gpu_types_need_what_arithmetic_requires_and_rank_by_cost(tmp_path):
+    """D/D/c at 10 req/s and 0.25 s per request needs 3 servers of either type; the mixes
+    1 + 2 and 2 + 1 need 3 too. At $4/h (h100) and $3/h (h200): 9 < 10 < 11 < 12 $/h."""
+    result = plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        gpus=["h100", "h200"],
+        prices={"h200": 3.0},
+        mix=True,
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    options = result.options
+    assert options["gpu"].tolist() == ["h200", "h100+h200", "h100+h200", "h100"]
+    assert options["mix"].tolist() == ["", "1 h100 + 2 h200", "2 h100 + 1 h200", ""]
+    assert options["replicas"].tolist() == [3, 3, 3, 3]
+    assert options["usd_per_hour"].tolist() == pytest.approx([9.0, 10.0, 11.0, 12.0])
+    mixes = result.evaluations.dropna(subset=["fleet.pools.1.replicas"])
+    assert {(1, 1), (1, 2), (2, 1)} <= set(
+        zip(mixes["fleet.pools.0.replicas"], mixes["fleet.pools.1.replicas"], strict=True)
+    )
+
+
+def test_mix_needs_two_gpu_types_and_a_single_pool_scenario(tmp_path):
+    with pytest.raises(UserError, match="--mix needs exactly two GPU types"):
+        plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100"], mix=True, out=tmp_path)
+    pooled = fleet(0.25, 10.0)
+    pooled["fleet"] = {"pools": [{"name": "a", "gpu": "h100"}]}
+    with pytest.raises(UserError, match="give a scenario whose \\[fleet\\] is a single pool"):
+        plan(pooled, 10.0, ["ttft_p99=1"], out=tmp_path)

@@ -34,7 +34,7 @@ def _scan(loads: list[int]) -> int:
 def _replay(initial: list[int], ops: list[int]) -> None:
     """Apply ops (-1: route a request, i >= 0: a request leaves replica i % n if it has one)."""
     loads = list(initial)
-    router = LeastOutstanding([_Stub(x) for x in initial])
+    router = LeastOutstanding([_Stub(x) for x in initial], None, 16)
     for op in ops:
         if op < 0:
             expected = _scan(loads)
@@ -43,7 +43,7 @@ def _replay(initial: list[int], ops: list[int]) -> None:
         else:
             index = op % len(loads)
             if loads[index]:
-                router.left(index)
+                router.left(index, 0)
                 loads[index] -= 1
         assert router.loads() == loads
 
@@ -66,15 +66,15 @@ def test_least_outstanding_matches_linear_scan_on_long_random_sequences(replicas
 
 
 def test_round_robin_cycles_through_replicas():
-    router = RoundRobin([_Stub(0)] * 3)
+    router = RoundRobin([_Stub(0)] * 3, None, 16)
     assert [router.choose(REQ) for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
 
 
 class _CheckedLeastOutstanding(LeastOutstanding):
     """Asserts at every arrival that the router's counts are the replicas' outstanding counts."""
 
-    def __init__(self, replicas) -> None:
-        super().__init__(replicas)
+    def __init__(self, replicas, rng, prefix_block_tokens) -> None:
+        super().__init__(replicas, rng, prefix_block_tokens)
         self.replicas = replicas
         self.checks = 0
 
@@ -98,8 +98,8 @@ class _CheckedLeastOutstanding(LeastOutstanding):
 def test_router_counts_equal_replica_outstanding_at_every_arrival(monkeypatch, overrides):
     made = []
 
-    def checked(replicas):
-        made.append(_CheckedLeastOutstanding(replicas))
+    def checked(replicas, rng, prefix_block_tokens):
+        made.append(_CheckedLeastOutstanding(replicas, rng, prefix_block_tokens))
         return made[-1]
 
     monkeypatch.setitem(sim.router.ROUTERS, "least_outstanding", checked)
@@ -117,10 +117,10 @@ class _Slotted(_Stub):
 
 
 def test_central_queue_holds_a_request_only_when_every_replica_is_full():
-    router = CentralQueue([_Slotted(0, 2), _Slotted(1, 2)])
+    router = CentralQueue([_Slotted(0, 2), _Slotted(1, 2)], None, 16)
     assert [router.choose(REQ) for _ in range(3)] == [0, 0, 1]  # least loaded, ties to lowest
     assert router.choose(REQ) is None
-    router.left(1)
+    router.left(1, 0)
     assert router.choose(REQ) == 1
     assert router.choose(REQ) is None
 

@@ -82,11 +82,11 @@ BATCHERS: dict[str, type[ContinuousBatcher] | type[RunToCompletionBatcher]] = {
 
 
 def make_batcher(
-    pool: PoolSpec, recorder: Recorder, departed: Callable[[], None], prefix_block_tokens: int
+    pool: PoolSpec, recorder: Recorder, departed: Callable[[int], None], prefix_block_tokens: int
 ) -> Batcher:
     """The batcher of ``[batcher] kind`` for one replica of `pool`.
 
-    `departed` is called each time a request finishes; `prefix_block_tokens` is the block size
-    of the workload's prefix hashes.
+    `departed` is called with a request's id when it finishes; `prefix_block_tokens` is the
+    block size of the workload's prefix hashes.
     """
     return BATCHERS[pool.batcher.kind].for_pool(pool, recorder, departed, prefix_block_tokens)

@@ -47,7 +47,7 @@ def cuda_graph_rows(seqs: int) -> int:
 class ContinuousBatcher:
     """Iteration-level scheduling over `capacity_blocks` KV-cache blocks.
 
-    `departed` is called each time a request finishes (the fleet's departure hook).
+    `departed` is called with a request's id when it finishes (the fleet's departure hook).
     """
 
     def __init__(
@@ -55,7 +55,7 @@ class ContinuousBatcher:
         cfg: ContinuousBatcherConfig,
         capacity_blocks: int,
         recorder: Recorder,
-        departed: Callable[[], None],
+        departed: Callable[[int], None],
         swap_s_per_block: float,
         prefix_block_tokens: int,
         longest_context: bool = False,
@@ -83,7 +83,7 @@ class ContinuousBatcher:
         cls,
         pool: PoolSpec,
         recorder: Recorder,
-        departed: Callable[[], None],
+        departed: Callable[[int], None],
         prefix_block_tokens: int,
     ) -> ContinuousBatcher:
         """The batcher of one replica of `pool`; the prefix cache keys blocks of
@@ -305,4 +305,4 @@ class ContinuousBatcher:
         self.outstanding -= 1
         self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
-        self.departed()
+        self.departed(req.rid)

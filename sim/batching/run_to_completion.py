@@ -32,7 +32,7 @@ DEADLINE_TOLERANCE_S = 1e-9  # a deadline reached by a timer counts as reached
 class RunToCompletionBatcher:
     """One batch at a time over `capacity_blocks` KV-cache blocks.
 
-    `departed` is called each time a request finishes (the fleet's departure hook).
+    `departed` is called with a request's id when it finishes (the fleet's departure hook).
     """
 
     def __init__(
@@ -40,7 +40,7 @@ class RunToCompletionBatcher:
         cfg: StaticBatcherConfig | DynamicBatcherConfig,
         capacity_blocks: int,
         recorder: Recorder,
-        departed: Callable[[], None],
+        departed: Callable[[int], None],
         longest_context: bool = False,
     ) -> None:
         self.cfg = cfg
@@ -66,7 +66,7 @@ class RunToCompletionBatcher:
         cls,
         pool: PoolSpec,
         recorder: Recorder,
-        departed: Callable[[], None],
+        departed: Callable[[int], None],
         prefix_block_tokens: int,
     ) -> RunToCompletionBatcher:
         """The batcher of one replica of `pool` (no prefix cache: `prefix_block_tokens` unused)."""
@@ -170,7 +170,7 @@ class RunToCompletionBatcher:
             self._live_context -= req.prompt_tokens
             self.used_blocks -= req.blocks
         self.recorder.completed(req.rid, end_s)
-        self.departed()
+        self.departed(req.rid)
 
     def _end_batch(self) -> None:
         self.batch = []

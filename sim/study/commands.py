@@ -141,6 +141,11 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gpu", type=_names, help="GPU types to compare, e.g. h100,h200,b200")
     p.add_argument("--tp", type=_ints, help="tensor-parallel degrees, e.g. 1,2,4,8")
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="--rate: also try fleets of both of the two --gpu types (docs/fleet.md)",
+    )
     p.add_argument("--max-replicas", type=int, default=64, help="search limit (default 64)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3, min 2)")
     p.add_argument(
@@ -201,9 +206,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     }
     try:
         if args.max_rate:
+            if args.mix:
+                raise UserError("--mix plans fleets for a --rate; it does not apply to --max-rate")
             result = max_rate(args.scenario, tolerance=args.tolerance, **common)
         else:
-            result = plan(args.scenario, args.rate, max_replicas=args.max_replicas, **common)
+            result = plan(
+                args.scenario, args.rate, max_replicas=args.max_replicas, mix=args.mix, **common
+            )
     except KeyboardInterrupt:
         print(f"interrupted: finished runs are kept in {out}/points; rerun to continue")
         return INTERRUPTED

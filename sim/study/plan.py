@@ -278,6 +278,11 @@ def _options(
 ) -> list[Option]:
     """The GPU x TP options, each priced (see :func:`_gpu_price`)."""
     base = scenario_from_dict(src.data, src.source, list(overrides))
+    if base.fleet.pools:
+        raise UserError(
+            f"{src.source}: plan varies fleet.gpu, fleet.tp and fleet.replicas; give a scenario "
+            f"whose [fleet] is a single pool (plan --mix builds the pools)"
+        )
     given = dict(prices or {})
     eco = base.economics
     owned = eco is not None and eco.pricing == "owned"
@@ -352,12 +357,18 @@ def plan(
     workers: int | None = None,
     scheduler: str | None = None,
     log: Log = _quiet,
+    mix: bool = False,
 ) -> PlanResult:
-    """For each GPU type and TP degree, the fewest replicas meeting every SLO at `rate` req/s.
+    """For each GPU type and TP degree, the fewest replicas meeting every SLO at `rate` req/s;
+    with `mix`, also fleets of both of the two `gpus` (:mod:`sim.study.mix`).
 
     prices: USD per GPU-hour by GPU id (the scenario's [economics] price is used for its GPU).
     """
     src, slo_list, overrides = _study(scenario, slos, seeds, overrides)
+    if mix:
+        from sim.study.mix import check_mix
+
+        check_mix(None if gpus is None else list(gpus))
     if not rate > 0:
         raise UserError(f"--rate {rate}: must be > 0 requests per second")
     if max_replicas < 1:
@@ -376,8 +387,37 @@ def plan(
                 rows.append({"gpu": option.gpu, "tp": option.tp, "status": unfit[option]})
                 continue
             rows.append(_plan_option(ev, option, rate_item, max_replicas))
+        if mix:
+            rows += _mix_rows(ev, list(zip(options, rows, strict=True)), rate_item)
     table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
+    if mix:
+        table["mix"] = table["mix"].fillna("")  # the options of one GPU type
     return _finish(table.reset_index(drop=True), ev, out)
+
+
+def _mix_rows(ev: Evaluator, per_type: list[tuple[Option, dict]], rate_item: str) -> list[dict]:
+    """Mixes of the two GPU types, each at its cheapest tensor-parallel degree that met the SLOs
+    alone (its replica count bounds the mix search)."""
+    from sim.study.mix import mix_source, plan_mixes
+
+    gpus = list(dict.fromkeys(option.gpu for option, _ in per_type))
+    best: dict[str, tuple[Option, dict]] = {}
+    for option, row in per_type:
+        cheaper = (
+            option.gpu not in best or row["usd_per_hour"] < best[option.gpu][1]["usd_per_hour"]
+        )
+        if row["status"] == "ok" and cheaper:
+            best[option.gpu] = (option, row)
+    missing = [gpu for gpu in gpus if gpu not in best]
+    if missing:
+        return [{"gpu": "+".join(gpus), "status": f"no mix: {', '.join(missing)} alone fails"}]
+    (a, row_a), (b, row_b) = best[gpus[0]], best[gpus[1]]
+    mixes = Evaluator(
+        mix_source(ev.src, a, b), ev.overrides, ev.slos, ev.seeds, ev.out, ev.ex, ev.log
+    )
+    rows = plan_mixes(mixes, a, row_a["replicas"], b, row_b["replicas"], rate_item)
+    ev.rows += mixes.rows
+    return rows
 
 
 def _unfit(src: ScenarioSource, items: tuple[str, ...]) -> str | None:
