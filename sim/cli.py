@@ -179,11 +179,12 @@ def _economics_lines(eco: dict) -> list[str]:
     multiplier = eco["break_even_price_multiplier"]
     headroom = eco["price_cut_headroom"]
     target = f" to keep a {eco['target_margin']:.0%} margin" if eco["target_margin"] else ""
-    break_even = (
-        "-"
-        if multiplier is None
-        else f"break-even at {multiplier:.2f}x prices: cut up to {headroom:.0%}{target}"
-    )
+    if multiplier is None:
+        break_even = "-"
+    elif headroom >= 0:
+        break_even = f"break-even at {multiplier:.2f}x prices: cut up to {headroom:.0%}{target}"
+    else:
+        break_even = f"break-even at {multiplier:.2f}x prices: raise them {-headroom:.0%}{target}"
     return [
         f"economics  {eco['gpu_hours']:.2f} GPU-h, cost {_usd(eco['cost_usd'], 2)}, revenue "
         f"{_usd(eco['revenue_usd'], 2)}, margin {_pct(eco['margin'])}; {break_even}",

@@ -117,3 +117,21 @@ def test_capacity_hardly_depends_on_the_seed_of_its_samples(policy, spread, monk
         monkeypatch.setattr(capacity_module, "SAMPLE_SEED", seed)
         values.append(scenario_capacity(s, mix).requests_per_s)
     assert (max(values) - min(values)) / np.mean(values) < spread
+
+
+def test_each_pool_has_its_own_capacity_and_they_add_up_to_the_fleets():
+    s = load_scenario(ROOT / "scenarios" / "fleet_two_models.toml", ["sim.duration_s=60"])
+    summary = summarize(RunData.from_result(run(s)))
+    pools, fleet = summary["pools"], summary["utilization"]
+    small, large = (pools[name]["utilization"] for name in ("small", "large"))
+    # Llama-3-8B on H100s serves several times the requests per second of 70B on H200 pairs
+    assert small["capacity_per_s"] > 2 * large["capacity_per_s"]
+    assert small["capacity_per_s"] + large["capacity_per_s"] == pytest.approx(
+        fleet["capacity_per_s"]
+    )
+    window = summary["window"]["duration_s"]
+    for p in pools.values():
+        served = p["throughput"]["completed"] / window
+        assert p["utilization"]["capacity_utilization"] == pytest.approx(
+            served / p["utilization"]["capacity_per_s"]
+        )
