@@ -24,7 +24,7 @@ from analysis.window import Window, completed_in
 
 MIN_GROWTH_REQUESTS = 1.0
 GROWTH_FRACTION = 0.002  # of the window's arrivals
-NEAR_CAPACITY = 0.8  # the capacity estimate is optimistic by up to 15% where KV limits it
+NEAR_CAPACITY = 0.8  # docs/economics.md: the capacity is optimistic by at most 13%
 EDGE_FRACTION = 0.25
 
 
