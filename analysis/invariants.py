@@ -9,10 +9,14 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
 * steps: a replica's intervals have end >= start, at least one iteration, and never overlap.
 * work conservation: no request waits (arrival to first scheduled) on its replica while that
   replica is idle. A request that arrives at an idle replica starts at once; one that could
-  never fit is rejected, so every waiting request fits an empty replica.
+  never fit is rejected, so every waiting request fits an empty replica. A run stopped at
+  duration_s (drain = false) records no interval still running then, so the time after a
+  replica's last recorded interval is not known to be idle and is not checked.
 * tokens: on each replica, the decode tokens of the steps trace (sum of iterations x
   decode_seqs) equal the output tokens of its completed requests minus the one token that each
-  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions). Prefill tokens
+  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions) under recompute
+  preemption, sum(output_tokens - 1) under swap (a swapped-in request resumes decoding without
+  a prefill). Prefill tokens
   equal the prompt tokens of the scheduled requests, less those found in the prefix cache, when
   nothing was preempted (recomputations add prompt + generated tokens, which the traces do not
   hold, so then only >= is checked).
@@ -62,7 +66,10 @@ def check_run(data: RunData) -> list[Invariant]:
     req, steps, spec = data.requests, data.steps, data.spec
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
-    per_pool = [_replica_laws(*_of_pool(req, steps, pool, spec), pool, tol) for pool in spec.pools]
+    drained = data.scenario.sim.drain
+    per_pool = [
+        _replica_laws(*_of_pool(req, steps, pool, spec), pool, tol, drained) for pool in spec.pools
+    ]
     laws = [_merged(invariants) for invariants in zip(*per_pool, strict=True)]
     return [
         conservation(req, data.scenario.sim.drain, spec.num_replicas),
@@ -87,9 +94,10 @@ def _of_pool(
 
 
 def _replica_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
 ) -> list[Invariant]:
-    """The laws of a replica's work, for the replicas of one pool."""
+    """The laws of a replica's work, for the replicas of one pool (`drained`: the run went on
+    until every request was done)."""
     batcher = pool.batcher
     # static batches compute padding (longest prompt, finished rows): token laws become bounds
     padded = batcher.kind == "static"
@@ -98,8 +106,8 @@ def _replica_laws(
     # vLLM-v0 iterations that prefill pause the decodes, as preemption does
     paused = not getattr(batcher, "mix_prefill_decode", True)
     return [
-        work_conserving(req, steps, tol, hold_s),
-        decode_tokens(req, steps, padded),
+        work_conserving(req, steps, tol, hold_s, drained),
+        decode_tokens(req, steps, padded, getattr(batcher, "preemption", "recompute")),
         prefill_tokens(req, steps, padded),
         littles_law_decode(req, steps, tol, padded, paused),
         kv_within_capacity(steps, pool.kv_capacity_blocks),
@@ -200,17 +208,20 @@ def steps_disjoint(steps: pd.DataFrame, tol: float) -> Invariant:
 
 
 def work_conserving(
-    req: pd.DataFrame, steps: pd.DataFrame, tol: float, hold_s: float = 0.0
+    req: pd.DataFrame, steps: pd.DataFrame, tol: float, hold_s: float = 0.0, drained: bool = True
 ) -> Invariant:
     """No request waits on its replica during an idle gap of that replica.
 
     `hold_s`: how long after its arrival a request may be held on an idle replica on purpose
-    (a dynamic batcher's queue delay).
+    (a dynamic batcher's queue delay). `drained`: false for a run stopped at its horizon, whose
+    replicas may have been busy after their last recorded interval (not checked).
     """
     waiting = req[(req["status"] != "rejected") & (req["replica"] >= 0)]
     bad_ids: list[int] = []
     for replica, group in waiting.groupby("replica"):
         gap_start, gap_end = _idle_gaps(steps[steps["replica"] == replica], tol)
+        if not drained:  # drop the open gap after the last recorded interval
+            gap_start, gap_end = gap_start[:-1], gap_end[:-1]
         arrival = group["arrival_s"].to_numpy()
         scheduled = group["first_scheduled_s"].fillna(np.inf).to_numpy()
         # the last gap that starts before the request is scheduled is the one that could overlap
@@ -239,16 +250,21 @@ def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) ->
     return values.groupby(replica).sum().reindex(replicas, fill_value=0).to_numpy()
 
 
-def decode_tokens(req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False) -> Invariant:
+def decode_tokens(
+    req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False, preemption: str = "recompute"
+) -> Invariant:
     """Decode tokens of the steps trace = output tokens of completed requests minus prefills.
 
-    Exact when no request is left in flight and batches are not padded; otherwise the steps also
-    hold tokens of unfinished requests or padding rows, so then only >= is required.
+    Every prefill emits one token: the first, and under `preemption` = "recompute" one per
+    preemption (a swapped-out request resumes decoding instead). Exact when no request is left
+    in flight and batches are not padded; otherwise the steps also hold tokens of unfinished
+    requests or padding rows, so then only >= is required.
     """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     decoded = _per_replica(steps["iterations"] * steps["decode_seqs"], steps["replica"], replicas)
     done = req[req["status"] == "completed"]
-    owed = _per_replica(done["output_tokens"] - 1 - done["preemptions"], done["replica"], replicas)
+    prefills = 1 + (done["preemptions"] if preemption == "recompute" else 0)
+    owed = _per_replica(done["output_tokens"] - prefills, done["replica"], replicas)
     settled = bool((req["status"] != "in_flight").all()) and not padded
     bad = replicas[decoded != owed] if settled else replicas[decoded < owed]
     return _result(

@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.rundata import RunData
 from analysis.window import Window, completed_in, measurement_window
+from sim.request import REJECTION_REASONS
 from sim.scenario import Scenario
 
 PERCENTILES = {"p50": 50, "p90": 90, "p99": 99}
@@ -57,6 +58,18 @@ def request_counts(requests: pd.DataFrame) -> dict[str, int]:
         "in_flight": int(status.get("in_flight", 0)),
         "preemptions": int(requests["preemptions"].sum()),
     }
+
+
+def rejected_by_reason(requests: pd.DataFrame, rejections: pd.DataFrame) -> dict[str, int]:
+    """How many of the rejected `requests` each reason refused: every key of
+    ``sim.request.REJECTION_REASONS`` (0 when none), and "unrecorded" for rejections of a run
+    written before reasons were recorded."""
+    rejected = requests.loc[requests["status"] == "rejected", "request_id"]
+    reasons = rejections.set_index("request_id")["reason"].reindex(rejected.to_numpy())
+    counts = {reason: 0 for reason in REJECTION_REASONS}
+    for reason, n in reasons.fillna("unrecorded").value_counts().items():
+        counts[str(reason)] = int(n)
+    return counts
 
 
 def throughput(

@@ -10,11 +10,12 @@ files or price table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
@@ -22,16 +23,24 @@ from sim.runspec import RunSpec, read_run_spec
 from sim.scenario import Scenario
 
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
+REJECTIONS_FILE = "rejections.parquet"  # written only when a request was rejected
+
+
+def no_rejections() -> pd.DataFrame:
+    """The rejections table of a run that rejected nothing."""
+    return pd.DataFrame({"request_id": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str)})
 
 
 @dataclass
 class RunData:
-    """Traces and facts of one run. Times in seconds."""
+    """Traces and facts of one run. Times in seconds; `rejections`: request_id and reason of
+    each rejected request."""
 
     requests: pd.DataFrame
     steps: pd.DataFrame
     spec: RunSpec
     run: dict
+    rejections: pd.DataFrame = field(default_factory=no_rejections)
 
     @property
     def scenario(self) -> Scenario:
@@ -59,20 +68,46 @@ class RunData:
     @classmethod
     def from_result(cls, result) -> RunData:
         """From an in-memory ``sim.engine.RunResult``."""
+        rejections = result.rejections
         return cls(
-            result.requests.to_pandas(), result.steps.to_pandas(), result.spec, result.run_facts()
+            result.requests.to_pandas(),
+            result.steps.to_pandas(),
+            result.spec,
+            result.run_facts(),
+            no_rejections() if rejections is None else rejections.to_pandas(),
         )
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory written by ``python -m sim run`` (or a sweep)."""
+    """Read a run directory written by ``python -m sim run`` (or a sweep); UserError naming
+    the file when one is missing or damaged."""
     run_dir = Path(run_dir)
     missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
     if missing:
         raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
+    rejections = run_dir / REJECTIONS_FILE
     return RunData(
-        pq.read_table(run_dir / "requests.parquet").to_pandas(),
-        pq.read_table(run_dir / "steps.parquet").to_pandas(),
+        read_parquet(run_dir / "requests.parquet"),
+        read_parquet(run_dir / "steps.parquet"),
         read_run_spec(run_dir / "scenario.json"),
-        json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
+        _read_json(run_dir / "run.json"),
+        read_parquet(rejections) if rejections.exists() else no_rejections(),
     )
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A trace table; UserError when the file is empty, truncated or not Parquet."""
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: {_DAMAGED} ({exc})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path}: {_DAMAGED} ({exc})") from None
+
+
+_DAMAGED = "cannot be read: the file is empty, truncated or damaged; rerun the run"

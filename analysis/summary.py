@@ -6,12 +6,15 @@ import json
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from analysis.capacity import pool_capacities
 from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
     distribution,
     latencies,
+    rejected_by_reason,
     request_counts,
     throughput,
 )
@@ -40,7 +43,7 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
         "window": window_block(data, window),
-        "requests": request_counts(measured),
+        "requests": requests_block(data, measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
         "throughput": throughput(data, window),
         "utilization": utilization,
@@ -51,6 +54,15 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
         "economics": economics(data, window, target_margin),
         "classes": per_class(data),
         "pools": per_pool(data, window, capacity),
+    }
+
+
+def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
+    """Counts of `requests` (some of the run's measured ones) and of their rejections by
+    reason."""
+    return {
+        **request_counts(requests),
+        "rejected_by_reason": rejected_by_reason(requests, data.rejections),
     }
 
 
@@ -70,7 +82,7 @@ def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[
             "tp": pool.tp,
             "replicas": pool.replicas,
             "model": pool.model,
-            "requests": request_counts(measured[mine.loc[measured.index]]),
+            "requests": requests_block(data, measured[mine.loc[measured.index]]),
             "throughput": throughput(data, window, data.requests[mine]),
             "utilization": utilization[pool.name],
             **money[pool.name],
@@ -83,7 +95,7 @@ def per_class(data: RunData) -> dict[str, dict]:
     measured = data.measured
     return {
         str(name): {
-            "requests": request_counts(group),
+            "requests": requests_block(data, group),
             "latency_s": {k: distribution(v) for k, v in latencies(group).items()},
         }
         for name, group in measured.groupby("class", sort=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING
 from sim import perf_cli
 from sim.compare_cli import add_compare
 from sim.e2e_cli import add_validate_e2e
-from sim.errors import UserError
+from sim.errors import SimWarning, UserError
 from sim.report_cli import add_report
+from sim.request import REJECTION_REASONS
+from sim.rundir import check_out_dir, check_run_out, writing_run
 from sim.study.commands import add_plan, add_sweep
 
 if TYPE_CHECKING:
@@ -28,6 +31,11 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "scenario", help="scenario TOML file, or a run's scenario.json to run it again as it was"
     )
     p.add_argument("--out", help="run directory (default: runs/<scenario name>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a run or sweep already in --out (whole: no old file is kept)",
+    )
     p.add_argument("--seed", type=int, help="override sim.seed")
     add_target_margin_option(p)
     add_set_option(p)
@@ -71,30 +79,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     target_margin = check_target_margin(args.target_margin)
     spec = load_run_spec(args.scenario, args.overrides)
+    out = check_run_out(args.out or Path("runs") / spec.name, args.force)
     result = run(spec, seed=args.seed, progress=True)
-    out = Path(args.out or Path("runs") / spec.name)
-    result.save(out)
-    summary = write_summary(out, RunData.from_result(result), target_margin)
+    with writing_run(out) as tmp:
+        result.save(tmp)
+        summary = write_summary(tmp, RunData.from_result(result), target_margin)
     print(format_summary(summary))
-    warning = saturation_warning(summary)
-    if warning:
-        print(warning, file=sys.stderr)
+    warn_if_saturated(summary)
+    warn_if_mostly_rejected(summary)
     print(f"traces and summary in {out}/")
     return 0
 
 
-def saturation_warning(s: dict) -> str | None:
-    """One line saying that the fleet was overloaded, or None when it was not."""
-    sat = s["saturation"]
+def warn_if_saturated(summary: dict) -> None:
+    """A SimWarning, one line, when the run's fleet was overloaded (its saturation block)."""
+    sat = summary["saturation"]
     if not sat["saturated"]:
-        return None
+        return
     load = sat["offered_load"]
     times = "" if load is None else f" ({load:.1f}x its capacity of {sat['capacity_per_s']:.1f})"
-    return (
-        f"warning: saturated: {sat['offered_per_s']:.1f} req/s offered{times}, "
+    warnings.warn(
+        f"saturated: {sat['offered_per_s']:.1f} req/s offered{times}, "
         f"{sat['departures_per_s']:.1f} req/s served; the backlog grew by "
         f"{sat['backlog_growth']:.0f} requests over the measurement window and held "
-        f"{sat['backlog_end']} at its end; latency and margin describe an overloaded fleet"
+        f"{sat['backlog_end']} at its end; latency and margin describe an overloaded fleet",
+        SimWarning,
+        stacklevel=2,
     )
 
 
@@ -118,6 +128,27 @@ def load_run_spec(path: str, overrides: list[str]) -> RunSpec:
     return resolve(load_scenario(path, overrides))
 
 
+def warn_if_mostly_rejected(summary: dict) -> None:
+    """A SimWarning when more than half of a run's measured requests were rejected."""
+    counts = summary["requests"]
+    if counts["rejected"] > counts["arrived"] / 2:
+        warnings.warn(
+            f"{counts['rejected']} of {counts['arrived']} requests were rejected: "
+            f"{rejection_text(counts['rejected_by_reason'])}",
+            SimWarning,
+            stacklevel=2,
+        )
+
+
+def rejection_text(by_reason: dict[str, int]) -> str:
+    """'12 longer than the model's context (...), 3 ...' for the reasons that refused any."""
+    return ", ".join(
+        f"{n} {REJECTION_REASONS.get(reason, 'for an unrecorded reason')}"
+        for reason, n in by_reason.items()
+        if n
+    )
+
+
 def format_summary(s: dict) -> str:
     """A short human-readable view of a summary dict."""
     r, lat, thr, util, eco, w = (
@@ -139,8 +170,10 @@ def format_summary(s: dict) -> str:
         f"{w['end_s']:.0f} s (warm-up {w['warmup_s']:.0f} s, drain {w['drain_s']:.0f} s after)",
         f"requests   arrived {r['arrived']}  completed {r['completed']}  rejected "
         f"{r['rejected']}  in flight {r['in_flight']}  preemptions {r['preemptions']}",
-        "latency ms       mean    p50    p90    p99",
     ]
+    if r["rejected"]:
+        lines.append(f"rejected   {rejection_text(r['rejected_by_reason'])}")
+    lines.append("latency ms       mean    p50    p90    p99")
     for name in ("ttft", "tpot", "e2e", "queue"):
         b = lat[name]
         lines.append(
@@ -213,13 +246,21 @@ def _pool_line(name: str, p: dict) -> str:
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "validate", help="check the engine against queueing theory; write validation.json/.md"
+        "validate",
+        help="check the engine against queueing theory; write validation.json/.md",
+        description="Runs the whole engine as classic queues and compares it with closed forms "
+        "(docs/validation.md). Profiles, timed on 2 cores: quick (the default: rho = 0.5 and "
+        "0.8, 3% precision, 3 to 4 minutes), ci (rho up to 0.9 at 1%, about 25 minutes; "
+        "what CI runs) and full (rho up to 0.95 at 1%, about 95 minutes; the published "
+        "docs/validation.md).",
     )
     p.add_argument("--out", required=True, help="folder for validation.json, .md and figure")
     p.add_argument(
-        "--quick", action="store_true", help="two loads, fewer requests (about a minute)"
+        "--profile",
+        choices=("quick", "ci", "full"),
+        default="quick",
+        help="quick (default, 3 to 4 minutes), ci (about 25 minutes) or full (about 95 minutes)",
     )
-    p.add_argument("--profile", choices=("full", "ci", "quick"), help="full (default), ci or quick")
     p.add_argument("--workers", type=int, help="worker processes (default: all CPUs)")
     p.set_defaults(func=_cmd_validate)
 
@@ -228,11 +269,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from sim.validation.report import write_report
     from sim.validation.runner import PROFILES, run_validation
 
-    name = args.profile or ("quick" if args.quick else "full")
-    profile = PROFILES[name]
-    entries = run_validation(profile, args.workers)
-    command = "python -m sim validate" + (f" --profile {name}" if name != "full" else "")
-    write_report(entries, profile, Path(args.out), f"{command} --out {args.out}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be at least 1")
+    check_out_dir(args.out, "--out")
+    profile = PROFILES[args.profile]
+    entries = run_validation(profile, args.workers, progress=True)
+    command = f"python -m sim validate --profile {profile.name} --out {args.out}"
+    write_report(entries, profile, Path(args.out), command)
     failed = [e for e in entries if not e["passed"]]
     print(f"{len(entries) - len(failed)} of {len(entries)} checks pass; report in {args.out}/")
     for e in failed:
@@ -287,8 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sim`` and ``python -m sim``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SimWarning)
+        warnings.showwarning = _print_warning
+        try:
+            return int(args.func(args))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A SimWarning as one ``warning:`` line on stderr; other warnings as Python shows them."""
+    if issubclass(category, SimWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

@@ -44,6 +44,8 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.rejection_ids = array("q")
+        self.rejection_reasons: list[str] = []
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -67,9 +69,13 @@ class Recorder:
         self.status[rid] = COMPLETED
         self.num_completed += 1
 
-    def rejected(self, rid: int) -> None:
+    def rejected(self, rid: int, reason: str) -> None:
+        """Request `rid` is refused for `reason` (a key of ``REJECTION_REASONS``), by its
+        replica or, before routing (replica -1), at the front door."""
         self.status[rid] = REJECTED
         self.num_rejected += 1
+        self.rejection_ids.append(rid)
+        self.rejection_reasons.append(reason)
 
     def step(
         self,
@@ -122,6 +128,19 @@ class Recorder:
                 "preemptions": _view(self.preemptions),
                 "cached_prompt_tokens": _view(self.cached_prompt_tokens),
                 "status": _decoded(_view(self.status), STATUS_NAMES),
+            }
+        )
+
+    def rejections_table(self) -> pa.Table | None:
+        """One row per rejected request: request_id, reason (rejections.parquet); None when
+        no request was rejected."""
+        if not self.rejection_reasons:
+            return None
+        order = np.argsort(_view(self.rejection_ids), kind="stable")
+        return pa.table(
+            {
+                "request_id": _view(self.rejection_ids)[order],
+                "reason": pa.array(self.rejection_reasons).take(pa.array(order)),
             }
         )
 

@@ -28,10 +28,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
     from sim.cli import check_target_margin
     from sim.errors import UserError
+    from sim.rundir import check_out_dir
 
     if args.window_s is not None and args.window_s <= 0:
         raise UserError(f"--window-s {args.window_s}: must be > 0")
     target = check_target_margin(args.target_margin)
+    check_out_dir(args.out)
     report = build_report(args.run_dirs, args.out, args.window_s, target)
     print(f"{len(report.figures)} figures (PNG, SVG, CSV) in {report.out_dir / 'figures'}/")
     for line in report.skipped:

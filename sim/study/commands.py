@@ -119,7 +119,7 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
         help="fewest replicas per GPU type and TP meeting SLOs, or the highest rate a fleet holds",
-        description="A point meets an SLO only if the upper end of its 95%% interval across "
+        description="A point meets an SLO only if the upper end of its 95% interval across "
         "seeds does, and only if its queue does not grow without bound.",
     )
     p.add_argument("scenario", help="scenario TOML file")
@@ -139,8 +139,16 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         "mean|p50|p90|p99); repeatable; needed with --rate; without it --max-rate finds the "
         "highest rate that does not saturate the fleet",
     )
-    p.add_argument("--gpu", type=_names, help="GPU types to compare, e.g. h100,h200,b200")
-    p.add_argument("--tp", type=_ints, help="tensor-parallel degrees, e.g. 1,2,4,8")
+    p.add_argument(
+        "--gpu",
+        type=_names,
+        help="GPU types to compare, e.g. h100,h200,b200 (default: the scenario's fleet.gpu)",
+    )
+    p.add_argument(
+        "--tp",
+        type=_ints,
+        help="tensor-parallel degrees, e.g. 1,2,4,8 (default: the scenario's fleet.tp)",
+    )
     p.add_argument(
         "--mix",
         action="store_true",
@@ -217,5 +225,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"interrupted: finished runs are kept in {out}/points; rerun to continue")
         return INTERRUPTED
     print(result.options.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if not (result.options["status"] == "ok").any():
+        print("no option meets every SLO; its status says why")
     print(f"options in {Path(out) / 'plan.csv'}; every point tried in evaluations.parquet")
     return 0

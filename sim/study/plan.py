@@ -20,9 +20,11 @@ import pandas as pd
 
 from analysis.economics import SECONDS_PER_HOUR
 from analysis.saturation import MIN_GROWTH_REQUESTS, backlog_grows
+from sim.catalog import builtin_accelerators, canonical_id
 from sim.errors import UserError
 from sim.prices import default_gpu_price, gpu_price
 from sim.resolve import resolve
+from sim.rundir import check_study_out
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
@@ -283,7 +285,9 @@ def _options(
             f"{src.source}: plan varies fleet.gpu, fleet.tp and fleet.replicas; give a scenario "
             f"whose [fleet] is a single pool (plan --mix builds the pools)"
         )
-    given = dict(prices or {})
+    ids = [*builtin_accelerators(), *base.accelerators]
+    given = {canonical_id(gpu, ids): usd for gpu, usd in (prices or {}).items()}
+    gpus = [canonical_id(gpu, ids) for gpu in gpus] if gpus else None
     eco = base.economics
     owned = eco is not None and eco.pricing == "owned"
     if owned and (given or any(g != base.fleet.gpu for g in gpus or [])):
@@ -377,7 +381,7 @@ def plan(
     rate_item = f"workload.rate={_round(rate)}"
     # every option's scenario is checked before anything runs
     unfit = {o: _unfit(src, (*overrides, *o.overrides(), rate_item)) for o in options}
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
@@ -389,10 +393,22 @@ def plan(
             rows.append(_plan_option(ev, option, rate_item, max_replicas))
         if mix:
             rows += _mix_rows(ev, list(zip(options, rows, strict=True)), rate_item)
-    table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
+    table = pd.DataFrame(rows)
+    columns = [*PLAN_COLUMNS, *(slo.name for slo in slo_list), "status"]
+    extra = [c for c in table.columns if c not in columns]  # mix
+    table = table.reindex(columns=[*columns, *extra])  # every column even when none is met
+    table = table.sort_values("usd_per_hour", na_position="last", kind="stable")
     if mix:
         table["mix"] = table["mix"].fillna("")  # the options of one GPU type
     return _finish(table.reset_index(drop=True), ev, out)
+
+
+# columns of plan.csv before the SLOs' and the status (an option not met fills only gpu, tp
+# and status, which says why)
+PLAN_COLUMNS = ("gpu", "tp", "replicas", "gpus", "usd_per_gpu_hour", "usd_per_hour", "margin")
+PLAN_COLUMNS += ("slo_headroom",)
+MAX_RATE_COLUMNS = ("gpu", "tp", "replicas", "max_rate_per_s", "capacity_per_s", "usd_per_hour")
+MAX_RATE_COLUMNS += ("usd_per_hour_per_rate", "slo_headroom", "limited_by", "status")
 
 
 def _mix_rows(ev: Evaluator, per_type: list[tuple[Option, dict]], rate_item: str) -> list[dict]:
@@ -449,7 +465,8 @@ def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: in
     except RunFailed as exc:
         return {**base, "status": f"error: {exc}"}
     if n is None:
-        return {**base, "status": f"not met with {max_replicas} replicas"}
+        why = verdicts[max_replicas].reason
+        return {**base, "status": f"not met with {max_replicas} replicas: {why}"}
     v = verdicts[n]
     return {
         **base,
@@ -504,7 +521,7 @@ def max_rate(
     base = scenario_from_dict(src.data, src.source, list(overrides))
     knob = _rate_knob(base, src.source)
     unfit = {o: _unfit(src, (*overrides, *o.overrides())) for o in options}
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
@@ -515,9 +532,8 @@ def max_rate(
                 rows.append({**row, "status": unfit[option]})
                 continue
             rows.append(_max_rate_option(ev, option, base.fleet.replicas, knob, tolerance))
-    table = pd.DataFrame(rows)
-    if "usd_per_hour_per_rate" in table:
-        table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
+    table = pd.DataFrame(rows, columns=list(MAX_RATE_COLUMNS))
+    table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
 

@@ -10,10 +10,10 @@ import json
 import os
 import shutil
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.rundir import temporary_sibling
 from sim.runspec import RunSpec
 from sim.study.stats import numeric_metrics
 
@@ -47,7 +47,7 @@ def run_one(task: RunTask) -> RunOutcome:
     if task.spec is None:  # its scenario did not resolve: nothing to simulate
         return RunOutcome(task, None, task.error)
     final = Path(task.run_dir)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = temporary_sibling(final)
     try:
         _write_run(task, tmp)
         _move_into_place(tmp, final)
