@@ -344,10 +344,11 @@ def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None
     """Over the replicas of `totals`: capacity utilization (their completions over their summed
     capacity), means of the other fractions, sums of the queue and running counts."""
     capacity = float(totals["capacity_per_s"].sum())
+    served = float(totals["completed"].sum()) / window.duration_s  # requests/s
     nonidle = float(totals["nonidle_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
     return {
-        "capacity_utilization": float(totals["completed"].sum() / (window.duration_s * capacity)),
+        "capacity_utilization": served / capacity if capacity > 0 else None,
         "capacity_per_s": capacity,
         "nonidle_fraction": float(totals["nonidle_fraction"].mean()),
         "kv_occupancy_mean": float(totals["kv_occupancy"].mean()),
