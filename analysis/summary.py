@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.capacity import pool_capacities
 from analysis.disaggregation import kv_transfer, pool_requests
 from analysis.economics import economics, pool_economics
 from analysis.metrics import (
@@ -18,27 +20,46 @@ from analysis.metrics import (
     throughput,
 )
 from analysis.rundata import RunData, load_run
+from analysis.saturation import saturation
 from analysis.utilization import fleet_utilization, pool_utilization
+from analysis.window import Window, measurement_window, window_block
 
 
-def summarize(data: RunData) -> dict:
+def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     """The summary of one run (the keys of summary.json; times in seconds, money in USD); a run
-    with prefill and decode pools has a ``kv_transfer`` block too."""
+    with prefill and decode pools has a ``kv_transfer`` block too.
+
+    Everything but `simulated_s`, `economics.totals` and the end-of-run request statuses is
+    measured over the one measurement window (analysis.window); `target_margin` sets the
+    economics' price-cut headroom.
+    """
+    window = measurement_window(data)
     measured = data.measured
+    capacity = pool_capacities(data, window)
+    utilization = fleet_utilization(data, window, capacity)
+    fleet_capacity = utilization["capacity_per_s"]
     summary = {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
         "simulated_s": data.simulated_s,
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
+        "window": window_block(data, window),
         "requests": requests_block(data, measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
-        "throughput": throughput(data),
-        "utilization": fleet_utilization(data),
-        "batching": batching(data),
-        "economics": economics(data),
+        "throughput": throughput(data, window),
+        "utilization": utilization,
+        "saturation": saturation(
+            data,
+            window,
+            fleet_capacity
+            if fleet_capacity is not None and math.isfinite(fleet_capacity)
+            else None,
+        ),
+        "batching": batching(data, window),
+        "economics": economics(data, window, target_margin),
         "classes": per_class(data),
-        "pools": per_pool(data),
+        "pools": per_pool(data, window, capacity),
     }
     if data.spec.disaggregated:
         summary["kv_transfer"] = kv_transfer(data)
@@ -54,23 +75,24 @@ def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
     }
 
 
-def per_pool(data: RunData) -> dict[str, dict]:
-    """Per pool: what it is, its measured requests and throughput (a prefill pool's: those it
-    prefilled, a decode pool's: those it decoded), its replicas' utilization, and its cost,
-    revenue and margin over the whole run (pools' costs add up to the fleet's)."""
+def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[str, dict]:
+    """Per pool: what it is, its measured requests and the throughput it served in the window
+    (a prefill pool's: the requests it prefilled, a decode pool's: those it decoded), its
+    replicas' utilization, and its cost, revenue and margin over the window (pools' costs add
+    up to the fleet's)."""
     measured = data.measured
-    utilization, money = pool_utilization(data), pool_economics(data)
+    utilization = pool_utilization(data, window, capacity)
+    money = pool_economics(data, window)
     out = {}
     for pool in data.spec.pools:
-        mine = pool_requests(measured, pool)
         out[pool.name] = {
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
             "model": pool.model,
             "role": pool.role,
-            "requests": requests_block(data, mine),
-            "throughput": throughput(data, mine),
+            "requests": requests_block(data, pool_requests(measured, pool)),
+            "throughput": throughput(data, window, pool_requests(data.requests, pool)),
             "utilization": utilization[pool.name],
             **money[pool.name],
         }
@@ -89,9 +111,11 @@ def per_class(data: RunData) -> dict[str, dict]:
     }
 
 
-def write_summary(run_dir: str | Path, data: RunData | None = None) -> dict:
+def write_summary(
+    run_dir: str | Path, data: RunData | None = None, target_margin: float = 0.0
+) -> dict:
     """Compute the summary of a run directory and write it as summary.json."""
     run_dir = Path(run_dir)
-    summary = summarize(data if data is not None else load_run(run_dir))
+    summary = summarize(data if data is not None else load_run(run_dir), target_margin)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

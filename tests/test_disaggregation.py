@@ -303,7 +303,7 @@ def test_at_low_load_a_slow_link_raises_ttft_above_colocated():
     ttft_fast = np.percentile(latency(fast.requests)[0], 99)
     assert ttft_fast == pytest.approx(ttft_together, rel=0.1)
     assert np.percentile(latency(slow.requests)[0], 99) > 2 * max(ttft_together, ttft_fast)
-    assert summarize(slow)["pools"]["prefill"]["utilization"]["gpu_busy_fraction"] < 0.5
+    assert summarize(slow)["pools"]["prefill"]["utilization"]["nonidle_fraction"] < 0.5
     assert broken(slow) == {}
 
 

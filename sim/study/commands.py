@@ -16,7 +16,7 @@ SHOWN = (
     ("latency_s.ttft.p99", "ttft p99 s"),
     ("latency_s.tpot.p99", "tpot p99 s"),
     ("throughput.requests_per_s", "req/s"),
-    ("utilization.gpu_busy_fraction", "busy"),
+    ("utilization.capacity_utilization", "capacity util"),
 )
 
 
@@ -136,7 +136,8 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=SECONDS",
         help="upper limit, e.g. ttft_p99=1.0 or tpot_p99=0.05 (ttft|tpot|e2e|queue _ "
-        "mean|p50|p90|p99); repeatable",
+        "mean|p50|p90|p99); repeatable; needed with --rate; without it --max-rate finds the "
+        "highest rate that does not saturate the fleet",
     )
     p.add_argument(
         "--gpu",
