@@ -82,16 +82,15 @@ def request_gpu_s(data: RunData, split: pd.DataFrame) -> pd.DataFrame:
     totals up to preemption and chunking; callers scale them to the totals they bill.
 
     A disaggregated request prefills on its prefill replica and decodes on `replica` from the
-    end of its KV transfer (its prefill replica holds it meanwhile without decoding it)."""
+    first iteration after its KV transfer ended (its prefill replica holds it meanwhile without
+    decoding it)."""
     req = data.requests
     end = data.simulated_s
     out = pd.DataFrame({"prefill_s": 0.0, "decode_s": 0.0}, index=req.index)
     routed = req[req["first_scheduled_s"].notna() & (req["replica"] >= 0)]
     prefilled_on = first_replica(routed)
     first_token = routed["first_token_s"].fillna(end)
-    decoding_from = first_token
-    if "kv_transfer_end_s" in routed:
-        decoding_from = routed["kv_transfer_end_s"].fillna(first_token)
+    transferred = routed.get("kv_transfer_end_s", pd.Series(np.nan, index=routed.index))
     computed = routed["prompt_tokens"] - routed["cached_prompt_tokens"]
     for replica, mine in split.groupby("replica", sort=True):
         mine = mine.sort_values("start_s", kind="stable")
@@ -114,9 +113,19 @@ def request_gpu_s(data: RunData, split: pd.DataFrame) -> pd.DataFrame:
         dec = (routed["replica"] == replica).to_numpy()
         if dec.any():
             finish = routed["finish_s"].fillna(end).to_numpy()[dec]
-            begin = decoding_from.to_numpy()[dec]
+            begin = _decoding_from(start, first_token.to_numpy()[dec], transferred.to_numpy()[dec])
+            begin = np.minimum(begin, finish)
             out.loc[routed.index[dec], "decode_s"] = _integral(start, stop, per_seq, begin, finish)
     return out
+
+
+def _decoding_from(start: np.ndarray, first_token: np.ndarray, transferred: np.ndarray):
+    """When each request starts decoding on a replica whose intervals start at `start`: at its
+    first token, or, when its KV cache came by transfer (`transferred`: the end, NaN if none),
+    at the first interval that starts after it arrived (infinity if none)."""
+    after = np.searchsorted(start, transferred, side="left")
+    starts = np.append(start, np.inf)[np.where(np.isnan(transferred), len(start), after)]
+    return np.where(np.isnan(transferred), first_token, starts)
 
 
 def _integral(

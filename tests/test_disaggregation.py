@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from analysis.attribution import request_gpu_s, step_split
 from analysis.invariants import check_run, failures
 from analysis.rundata import RunData
 from analysis.summary import summarize
@@ -416,6 +417,24 @@ def test_summary_counts_transfers_bytes_and_pools_by_role():
     assert pools["decode"]["utilization"]["decode_batch_mean"] > 1
     assert pools["prefill"]["utilization"]["decode_batch_mean"] == 0
     assert "kv_transfer" not in summarize(RunData.from_result(run(colocated())))
+
+
+def test_gpu_time_of_prompts_goes_to_prefill_replicas_and_of_outputs_to_decode_replicas():
+    """Cost attribution (analysis.attribution) on one prefill and one decode replica: every
+    prompt's GPU seconds come from the prefill replica's steps, every output's from the decode
+    replica's, and each side's requests share that side's whole time."""
+    data = RunData.from_result(run(pd("sim.warmup_s=0")))
+    split = step_split(data)
+    per_request = request_gpu_s(data, split)
+    done = data.requests["status"] == "completed"
+    decoded = done & (data.requests["output_tokens"] > 1)
+    assert (per_request["prefill_s"][done] > 0).all()
+    assert (per_request["decode_s"][decoded] > 0).all()
+    prefill_steps, decode_steps = split[split["replica"] == 0], split[split["replica"] == 1]
+    assert decode_steps["prefill_s"].sum() == 0 and prefill_steps["decode_s"].sum() == 0
+    # no preemption or chunking here: the shares add up to each replica's time (float sums)
+    assert per_request["prefill_s"].sum() == pytest.approx(prefill_steps["prefill_s"].sum())
+    assert per_request["decode_s"].sum() == pytest.approx(decode_steps["decode_s"].sum())
 
 
 def test_sim_run_and_check_print_the_transfers_and_pass(tmp_path, capsys):
