@@ -353,8 +353,9 @@ def _unmeasured(pools, capacity_per_s: Mapping[str, float]) -> dict[str, float |
 def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None]:
     """Over the replicas of `totals`: capacity utilization (their completions over their summed
     capacity), means of the other fractions, sums of the queue and running counts."""
-    # None: no replica has a capacity of its own (prefill and decode pools)
-    known = totals["capacity_per_s"].notna().any() or totals.empty
+    # None when a replica has no capacity of its own (a prefill or decode replica: one role
+    # alone completes no request), or none is known (no request was routed at all)
+    known = totals["capacity_per_s"].notna().all()
     capacity = float(totals["capacity_per_s"].sum()) if known else None
     served = float(totals["completed"].sum()) / window.duration_s  # requests/s
     nonidle = float(totals["nonidle_s"].sum())

@@ -353,6 +353,36 @@ def test_disaggregated_runs_conserve_requests_and_satisfy_every_invariant(overri
     ]
 
 
+def test_one_fleet_may_disaggregate_one_model_and_colocate_another():
+    """Llama-3.1-8B on two prefill pools of different GPUs and a tp-2 decode pool, beside a
+    colocated Llama-3.1-70B pool, seed 3: every law holds, each model's requests stay on its
+    pools, and the fleet has no capacity figure (its prefill and decode replicas have none)."""
+    data = copy.deepcopy(PD)
+    data["workload"]["classes"] = [
+        {**data["workload"]["classes"][0], "name": "small", "model": "llama-3.1-8b"},
+        {**data["workload"]["classes"][0], "name": "big", "model": "llama-3.1-70b"},
+    ]
+    data["fleet"]["pools"] = [
+        {"name": "p100", "role": "prefill", "gpu": "h100", "model": "llama-3.1-8b"},
+        {"name": "p200", "role": "prefill", "gpu": "h200", "model": "llama-3.1-8b"},
+        {"name": "d", "role": "decode", "gpu": "h200", "tp": 2, "model": "llama-3.1-8b"},
+        {"name": "c", "gpu": "h200", "tp": 4, "model": "llama-3.1-70b"},
+    ]
+    result = RunData.from_result(run(scenario_from_dict(data, "mixed", ["sim.warmup_s=0"])))
+    assert broken(result) == {}
+    req = result.requests
+    small = req["class"] == "small"
+    assert set(req.loc[small, "prefill_replica"]) == {0, 1}
+    assert set(req.loc[small & (req["output_tokens"] > 1), "decode_replica"]) == {2}
+    assert (
+        set(req.loc[~small, "replica"]) == {3} and (req.loc[~small, "prefill_replica"] == -1).all()
+    )
+    s = summarize(result)
+    assert s["utilization"]["capacity_per_s"] is None
+    assert s["pools"]["c"]["utilization"]["capacity_per_s"] > 0
+    assert s["pools"]["d"]["utilization"]["capacity_per_s"] is None
+
+
 def test_backpressure_shows_in_the_prefill_replicas_kv_blocks():
     """A slow link: the prefill replica's steps hold more blocks than their own prompts need
     (KV caches waiting to leave), and stay within its capacity."""
