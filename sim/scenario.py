@@ -7,6 +7,7 @@ the file, the dotted field path, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -615,7 +616,19 @@ class Scenario(Section):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
         if not self.sim.drain and self.sim.duration_s is None:
             raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
+        self._check_schedule_arrives()
         return self
+
+    def _check_schedule_arrives(self) -> None:
+        """A schedule whose rates are 0 until the arrivals end would run without requests."""
+        end = self.sim.duration_s if self.sim.duration_s is not None else math.inf
+        if self.workload.schedule and not any(
+            rate > 0 for start, rate in self.workload.schedule if start < end
+        ):
+            raise ValueError(
+                f"workload.schedule: no rate > 0 starts before the arrivals end "
+                f"(sim.duration_s = {end:g} s), so no request would arrive"
+            )
 
     def _pool_fields(self, key: str) -> list[tuple[str, Any]]:
         """(field path, value) of `key` (gpu or model) for each pool, inherited where unset."""
