@@ -75,8 +75,13 @@ def _bars(table: pd.DataFrame, xlabel: str) -> Figure:
 
 
 def bars(table: pd.DataFrame, params: BaseModel) -> Figure:
-    """Cost per million tokens per fleet (cheapest fleets or fixed fleets)."""
+    """Cost per million tokens per fleet."""
     return _bars(table, "cost per million tokens (USD)")
+
+
+def cheapest_bars(table: pd.DataFrame, params: BaseModel) -> Figure:
+    """Cost per million tokens of each case's cheapest fleet meeting the SLOs."""
+    return _bars(table[table["cheapest"]], "cost per million tokens (USD), cheapest fleet")
 
 
 def hardware(table: pd.DataFrame, params: BaseModel) -> Figure:
@@ -147,6 +152,7 @@ def utilization(table: pd.DataFrame, params: UtilizationParams) -> Figure:
 
 FIGURES: dict[str, Callable[[pd.DataFrame, BaseModel], Figure]] = {
     "bars": bars,
+    "cheapest_bars": cheapest_bars,
     "hardware": hardware,
     "price_pressure": price_pressure,
     "projection": projection,

@@ -125,25 +125,44 @@ def levers(cases: Cases, params: NoParams) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def fixed_fleets(cases: Cases, params: NoParams) -> pd.DataFrame:
-    """One row per case (a fleet run as a sweep of one point): its cost per hour and per
-    million tokens, margin and the latency its users see."""
+class FleetSloParams(_Params):
+    ttft_p99_s: float = Field(gt=0, description="limit on the TTFT p99, seconds")
+    tpot_p99_s: float = Field(gt=0, description="limit on the TPOT p99, seconds")
+
+
+def cheapest_fleets(cases: Cases, params: FleetSloParams) -> pd.DataFrame:
+    """Every sweep point of every case (a fleet size of a fleet design) with its cost per hour
+    and per million tokens, margin and latency; ``meets_slos`` when the upper end of the 95%
+    interval across seeds of each p99 is within its limit, and ``cheapest`` marks each case's
+    cheapest point that meets them."""
     rows = []
     for name, results in cases.items():
-        row = results.iloc[0]
-        hours = row["simulated_s"] / 3600.0
-        rows.append(
-            {
-                "fleet": name,
-                "usd_per_hour": row["economics.cost_usd"] / hours,
-                "usd_per_million_tokens": row[COST_PER_M],
-                "margin": row[MARGIN],
-                "ttft_p99_s": row["latency_s.ttft.p99"],
-                "tpot_p99_s": row["latency_s.tpot.p99"],
-                "gpu_busy_fraction": row["utilization.gpu_busy_fraction"],
-            }
-        )
-    return pd.DataFrame(rows)
+        for row in results.to_dict("records"):
+            rows.append(
+                {
+                    "fleet": name,
+                    "point": row["point"],
+                    "usd_per_hour": row["economics.cost_usd"] / row["simulated_s"] * 3600.0,
+                    "usd_per_million_tokens": row[COST_PER_M],
+                    "margin": row[MARGIN],
+                    "ttft_p99_s": _upper(row, "latency_s.ttft.p99"),
+                    "tpot_p99_s": _upper(row, "latency_s.tpot.p99"),
+                    "gpu_busy_fraction": row["utilization.gpu_busy_fraction"],
+                }
+            )
+    table = pd.DataFrame(rows)
+    table["meets_slos"] = (table["ttft_p99_s"] <= params.ttft_p99_s) & (
+        table["tpot_p99_s"] <= params.tpot_p99_s
+    )
+    met = table[table["meets_slos"]]
+    table["cheapest"] = table.index.isin(met.groupby("fleet")["usd_per_hour"].idxmin())
+    return table
+
+
+def _upper(row: dict, metric: str) -> float:
+    """Upper end of a metric's 95% interval across seeds; the mean when there is none."""
+    high = row.get(f"{metric}.ci_high", math.nan)
+    return high if math.isfinite(high) else row[metric]
 
 
 class Trend(_Params):
@@ -261,7 +280,7 @@ STUDIES: dict[str, StudyKind] = {
         PricePressureParams, {"types": "plan"}, price_pressure, "price_pressure"
     ),
     "levers": StudyKind(NoParams, "plan", levers, "bars"),
-    "fixed_fleets": StudyKind(NoParams, "sweep", fixed_fleets, "bars"),
+    "cheapest_fleets": StudyKind(FleetSloParams, "sweep", cheapest_fleets, "cheapest_bars"),
     "projection": StudyKind(ProjectionParams, {"today": "sweep"}, projection, "projection"),
     "utilization": StudyKind(UtilizationParams, {"load": "sweep"}, utilization, "utilization"),
 }

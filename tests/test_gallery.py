@@ -18,9 +18,11 @@ from analysis.study_tables import (
     COST_PER_M_OUTPUT,
     MARGIN,
     MULTIPLIER,
+    FleetSloParams,
     PricePressureParams,
     ProjectionParams,
     UtilizationParams,
+    cheapest_fleets,
     margin_after_cut,
     price_pressure,
     projection,
@@ -57,7 +59,7 @@ output_usd_per_million = 0.6
 STUDY = """\
 title = "Two fixed fleets"
 question = "Which of two fleets costs less per token?"
-figure = "fixed_fleets"
+figure = "cheapest_fleets"
 scenario = "scenario.toml"
 seeds = 2
 
@@ -69,7 +71,12 @@ kind = "sweep"
 name = "two"
 kind = "sweep"
 set = ["fleet.replicas=2"]
+
+[params]
+ttft_p99_s = 5.0
+tpot_p99_s = 1.0
 """
+PARAMS = "[params]\nttft_p99_s = 5.0\ntpot_p99_s = 1.0\n"
 
 
 def make_study(folder: Path, study: str = STUDY, scenario: str = SCENARIO) -> Path:
@@ -85,7 +92,7 @@ def make_study(folder: Path, study: str = STUDY, scenario: str = SCENARIO) -> Pa
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('figure = "fixed_fleets"', 'figure = "pie"'), "figure = 'pie': allowed: "),
+        (('figure = "cheapest_fleets"', 'figure = "pie"'), "figure = 'pie': allowed: "),
         (("seeds = 2", "seeds = 0"), "seeds: Input should be greater than or equal to 1"),
         (('kind = "sweep"\n\n[[', 'kind = "grid"\n\n[['), "cases.0: allowed: 'plan', 'sweep'"),
         (('name = "two"', 'name = "one"'), "case names must differ"),
@@ -103,20 +110,20 @@ def test_bad_study_file_is_refused_naming_the_file_and_field(tmp_path, change, m
 
 
 def test_study_params_are_checked_by_the_figure_they_feed(tmp_path):
-    study = STUDY.replace('figure = "fixed_fleets"', 'figure = "price_pressure"')
-    folder = make_study(tmp_path / "s", study + "[params]\ncut = 1.5\n")
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "price_pressure"')
+    folder = make_study(tmp_path / "s", study.replace(PARAMS, "[params]\ncut = 1.5\n"))
     with pytest.raises(UserError, match=r"invalid params of figure 'price_pressure'\n  cut: "):
         load_study(folder)
 
 
 def test_figure_that_reads_named_cases_refuses_others(tmp_path):
-    study = STUDY.replace('figure = "fixed_fleets"', 'figure = "utilization"')
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "utilization"').replace(PARAMS, "")
     with pytest.raises(UserError, match=r"figure 'utilization' reads exactly load \(sweep\)"):
         load_study(make_study(tmp_path / "s", study))
 
 
 def test_plan_cases_need_an_slo(tmp_path):
-    study = STUDY.replace('figure = "fixed_fleets"', 'figure = "levers"')
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "levers"').replace(PARAMS, "")
     study = study.replace('kind = "sweep"', 'kind = "plan"\nrate = 4')
     with pytest.raises(UserError, match="slos: plan cases need at least one SLO"):
         load_study(make_study(tmp_path / "s", study))
@@ -138,7 +145,7 @@ def test_study_run_writes_table_figure_in_three_formats_and_provenance(ran):
     folder, out, status, table = ran
     assert status == 0
     rows = pd.read_csv(out / "tiny.csv")
-    assert list(rows["fleet"]) == ["one", "two"]
+    assert list(rows["fleet"]) == ["one", "two"] and rows["cheapest"].all()
     assert rows["usd_per_hour"].tolist() == pytest.approx([4.0, 8.0])
     for fmt in ("png", "svg", "pdf"):
         assert (out / f"tiny.{fmt}").stat().st_size > 1000
@@ -217,6 +224,27 @@ def test_projection_band_compounds_yearly_declines_and_gains():
     assert table.loc[12, "usd_per_million_tokens_high"] == pytest.approx(1.8)
     assert table.loc[12, "usd_per_million_tokens_central"] == pytest.approx(2 * 0.65 / 1.5)
     assert table.loc[18, "usd_per_million_tokens_low"] == pytest.approx(2 * 0.2**1.5)
+
+
+def test_cheapest_fleet_of_a_case_is_the_cheapest_whose_upper_p99s_meet_the_slos():
+    def point(name, usd, ttft_high):
+        return {
+            "point": name,
+            "economics.cost_usd": usd,
+            "simulated_s": 3600.0,
+            COST_PER_M: usd / 10,
+            MARGIN: 0.1,
+            "latency_s.ttft.p99": 0.5,
+            "latency_s.ttft.p99.ci_high": ttft_high,
+            "latency_s.tpot.p99": 0.02,
+            "latency_s.tpot.p99.ci_high": math.nan,  # one seed: the mean stands in
+            "utilization.gpu_busy_fraction": 0.5,
+        }
+
+    design = pd.DataFrame([point("n=1", 1.0, 1.2), point("n=3", 3.0, 0.6), point("n=2", 2.0, 0.9)])
+    table = cheapest_fleets({"d": design}, FleetSloParams(ttft_p99_s=1.0, tpot_p99_s=0.05))
+    assert table["meets_slos"].tolist() == [False, True, True]
+    assert table.loc[table["cheapest"], "point"].tolist() == ["n=2"]
 
 
 def test_utilization_headline_is_interpolated_between_the_points_around_it():
