@@ -97,7 +97,11 @@ def make_study(folder: Path, study: str = STUDY, scenario: str = SCENARIO) -> Pa
         (('kind = "sweep"\n\n[[', 'kind = "grid"\n\n[['), "cases.0: allowed: 'plan', 'sweep'"),
         (('name = "two"', 'name = "one"'), "case names must differ"),
         (('name = "two"', 'name = "Two/x"'), "cases.1.name: use lower-case letters"),
-        (("seeds = 2", "seeds = 2\ncolour = 1"), "colour: unknown field"),
+        (("seeds = 2", "seeds = 2\ncolour = 1"), "colour: unknown field; allowed here: title,"),
+        (
+            ('kind = "sweep"\nset', 'kind = "sweep"\nrate = 3\nset'),
+            "cases.1.rate: unknown field; allowed here: name, scenario, set, kind, grid",
+        ),
         (('"scenario.toml"', '"missing.toml"'), "case one: no scenario file"),
     ],
 )
@@ -111,13 +115,18 @@ def test_bad_study_file_is_refused_naming_the_file_and_field(tmp_path, change, m
 
 def test_study_params_are_checked_by_the_figure_they_feed(tmp_path):
     study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "price_pressure"')
-    folder = make_study(tmp_path / "s", study.replace(PARAMS, "[params]\ncut = 1.5\n"))
-    with pytest.raises(UserError, match=r"invalid params of figure 'price_pressure'\n  cut: "):
+    folder = make_study(tmp_path / "s", study.replace(PARAMS, "[params]\ncut = 1.5\nkut = 1\n"))
+    with pytest.raises(
+        UserError, match=r"invalid params of figure 'price_pressure'\n  cut: "
+    ) as err:
         load_study(folder)
+    assert "kut: unknown field; allowed here: cut, margin_floor, cuts" in str(err.value)
 
 
 def test_figure_that_reads_named_cases_refuses_others(tmp_path):
-    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "utilization"').replace(PARAMS, "")
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "utilization"').replace(
+        PARAMS, ""
+    )
     with pytest.raises(UserError, match=r"figure 'utilization' reads exactly load \(sweep\)"):
         load_study(make_study(tmp_path / "s", study))
 

@@ -126,14 +126,15 @@ def load_study(folder: str | Path) -> Study:
     try:
         spec = StudyFile.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_errors(path, "invalid study", exc)) from None
+        raise UserError(_errors(path, "invalid study", exc, StudyFile)) from None
     kind = STUDIES.get(spec.figure)
     if kind is None:
         raise UserError(f"{path}: figure = {spec.figure!r}: allowed: {', '.join(sorted(STUDIES))}")
     try:
         params = kind.params.model_validate(spec.params)
     except ValidationError as exc:
-        raise UserError(_errors(path, f"invalid params of figure '{spec.figure}'", exc)) from None
+        what = f"invalid params of figure '{spec.figure}'"
+        raise UserError(_errors(path, what, exc, kind.params)) from None
     study = Study(folder, spec, params)
     _check_cases(study, path, kind.cases)
     return study
@@ -160,13 +161,20 @@ def _check_cases(study: Study, path: Path, wanted: dict[str, str] | str) -> None
             raise UserError(f"{path}: seeds = {study.spec.seeds}: plan cases need at least 2")
 
 
-def _errors(path: Path, what: str, exc: ValidationError) -> str:
+def _fields_at(loc: tuple, top: type[BaseModel]) -> str:
+    """The fields allowed beside an unknown one: a case's (by its kind) or the top model's."""
+    kinds = {"plan": PlanCase, "sweep": SweepCase}
+    model = next((kinds[p] for p in loc if p in kinds), top if len(loc) == 1 else None)
+    return ", ".join(model.model_fields) if model is not None else "(see docs/gallery.md)"
+
+
+def _errors(path: Path, what: str, exc: ValidationError, top: type[BaseModel]) -> str:
     lines = [f"{path}: {what}"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if p not in ("plan", "sweep"))
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = f"unknown field; allowed here: {_fields_at(err['loc'], top)}"
         elif err["type"] == "union_tag_invalid":
             msg = f"allowed: {err['ctx']['expected_tags']}"
         lines.append(f"  {loc}: {msg}")
