@@ -142,12 +142,12 @@ def cheapest_fleets(cases: Cases, params: FleetSloParams) -> pd.DataFrame:
                 {
                     "fleet": name,
                     "point": row["point"],
-                    "usd_per_hour": row["economics.cost_usd"] / row["simulated_s"] * 3600.0,
+                    "usd_per_hour": row["economics.cost_usd"] / row["window.duration_s"] * 3600.0,
                     "usd_per_million_tokens": row[COST_PER_M],
                     "margin": row[MARGIN],
                     "ttft_p99_s": _upper(row, "latency_s.ttft.p99"),
                     "tpot_p99_s": _upper(row, "latency_s.tpot.p99"),
-                    "gpu_busy_fraction": row["utilization.gpu_busy_fraction"],
+                    "capacity_utilization": row["utilization.capacity_utilization"],
                 }
             )
     table = pd.DataFrame(rows)

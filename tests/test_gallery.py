@@ -240,14 +240,14 @@ def test_cheapest_fleet_of_a_case_is_the_cheapest_whose_upper_p99s_meet_the_slos
         return {
             "point": name,
             "economics.cost_usd": usd,
-            "simulated_s": 3600.0,
+            "window.duration_s": 3600.0,
             COST_PER_M: usd / 10,
             MARGIN: 0.1,
             "latency_s.ttft.p99": 0.5,
             "latency_s.ttft.p99.ci_high": ttft_high,
             "latency_s.tpot.p99": 0.02,
             "latency_s.tpot.p99.ci_high": math.nan,  # one seed: the mean stands in
-            "utilization.gpu_busy_fraction": 0.5,
+            "utilization.capacity_utilization": 0.5,
         }
 
     design = pd.DataFrame([point("n=1", 1.0, 1.2), point("n=3", 3.0, 0.6), point("n=2", 2.0, 0.9)])

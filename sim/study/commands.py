@@ -16,7 +16,7 @@ SHOWN = (
     ("latency_s.ttft.p99", "ttft p99 s"),
     ("latency_s.tpot.p99", "tpot p99 s"),
     ("throughput.requests_per_s", "req/s"),
-    ("utilization.gpu_busy_fraction", "busy"),
+    ("utilization.capacity_utilization", "capacity util"),
 )
 
 
@@ -136,7 +136,8 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=SECONDS",
         help="upper limit, e.g. ttft_p99=1.0 or tpot_p99=0.05 (ttft|tpot|e2e|queue _ "
-        "mean|p50|p90|p99); repeatable",
+        "mean|p50|p90|p99); repeatable; needed with --rate; without it --max-rate finds the "
+        "highest rate that does not saturate the fleet",
     )
     p.add_argument(
         "--gpu",
@@ -247,12 +248,15 @@ def add_study(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_study_run(args: argparse.Namespace) -> int:
     import shlex
-    import sys
 
     from sim.study.gallery import run_study
     from sim.study.plan import stderr_log
 
-    command = shlex.join(["python", "-m", "sim", *sys.argv[1:]])
+    given = []
+    for option in ("out", "workers", "scheduler"):
+        if getattr(args, option) is not None:
+            given += [f"--{option}", str(getattr(args, option))]
+    command = shlex.join(["python", "-m", "sim", "study", "run", args.folder, *given])
     try:
         result = run_study(
             args.folder, args.out, command=command, log=stderr_log, **_executor_args(args)
