@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.capacity import pool_capacities
 from analysis.economics import economics, pool_economics
 from analysis.metrics import (
     batching,
@@ -17,26 +19,41 @@ from analysis.metrics import (
     throughput,
 )
 from analysis.rundata import RunData, load_run
+from analysis.saturation import saturation
 from analysis.utilization import fleet_utilization, pool_utilization
+from analysis.window import Window, measurement_window, window_block
 
 
-def summarize(data: RunData) -> dict:
-    """The summary of one run (the keys of summary.json; times in seconds, money in USD)."""
+def summarize(data: RunData, target_margin: float = 0.0) -> dict:
+    """The summary of one run (the keys of summary.json; times in seconds, money in USD).
+
+    Everything but `simulated_s`, `economics.totals` and the end-of-run request statuses is
+    measured over the one measurement window (analysis.window); `target_margin` sets the
+    economics' price-cut headroom.
+    """
+    window = measurement_window(data)
     measured = data.measured
+    capacity = pool_capacities(data, window)
+    utilization = fleet_utilization(data, window, capacity)
+    fleet_capacity = utilization["capacity_per_s"]
     return {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
         "simulated_s": data.simulated_s,
         "wall_s": data.run["wall_s"],
         "events": data.run["events"],
+        "window": window_block(data, window),
         "requests": requests_block(data, measured),
         "latency_s": {k: distribution(v) for k, v in latencies(measured).items()},
-        "throughput": throughput(data),
-        "utilization": fleet_utilization(data),
-        "batching": batching(data),
-        "economics": economics(data),
+        "throughput": throughput(data, window),
+        "utilization": utilization,
+        "saturation": saturation(
+            data, window, fleet_capacity if math.isfinite(fleet_capacity) else None
+        ),
+        "batching": batching(data, window),
+        "economics": economics(data, window, target_margin),
         "classes": per_class(data),
-        "pools": per_pool(data),
+        "pools": per_pool(data, window, capacity),
     }
 
 
@@ -49,22 +66,24 @@ def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
     }
 
 
-def per_pool(data: RunData) -> dict[str, dict]:
-    """Per pool: what it is, its measured requests and throughput, its replicas' utilization,
-    and its cost, revenue and margin over the whole run (pools' costs add up to the fleet's)."""
+def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[str, dict]:
+    """Per pool: what it is, its measured requests and the throughput it served in the window,
+    its replicas' utilization, and its cost, revenue and margin over the window (pools' costs
+    add up to the fleet's)."""
     measured = data.measured
-    pools = data.request_pools().loc[measured.index]
-    utilization, money = pool_utilization(data), pool_economics(data)
+    pools = data.request_pools()
+    utilization = pool_utilization(data, window, capacity)
+    money = pool_economics(data, window)
     out = {}
     for pool in data.spec.pools:
-        mine = measured[pools == pool.name]
+        mine = pools == pool.name
         out[pool.name] = {
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
             "model": pool.model,
-            "requests": requests_block(data, mine),
-            "throughput": throughput(data, mine),
+            "requests": requests_block(data, measured[mine.loc[measured.index]]),
+            "throughput": throughput(data, window, data.requests[mine]),
             "utilization": utilization[pool.name],
             **money[pool.name],
         }
@@ -83,9 +102,11 @@ def per_class(data: RunData) -> dict[str, dict]:
     }
 
 
-def write_summary(run_dir: str | Path, data: RunData | None = None) -> dict:
+def write_summary(
+    run_dir: str | Path, data: RunData | None = None, target_margin: float = 0.0
+) -> dict:
     """Compute the summary of a run directory and write it as summary.json."""
     run_dir = Path(run_dir)
-    summary = summarize(data if data is not None else load_run(run_dir))
+    summary = summarize(data if data is not None else load_run(run_dir), target_margin)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary

@@ -12,7 +12,7 @@ COLUMNS = (
     ("output tok/s", "throughput.output_tokens_per_s"),
     ("TTFT p99 (ms)", "latency_s.ttft.p99"),
     ("TPOT p99 (ms)", "latency_s.tpot.p99"),
-    ("GPU busy", "utilization.gpu_busy_fraction"),
+    ("capacity util", "utilization.capacity_utilization"),
     ("mean batch", "batching.mean_batch_size"),
     ("preemptions", "batching.preemptions"),
     ("rejected", "requests.rejected"),
@@ -82,7 +82,7 @@ def _cell(header: str, value) -> str:
         return "-"
     if "(ms)" in header:
         return f"{value * 1000:.0f}"
-    if header == "GPU busy":
+    if header == "capacity util":
         return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.2f}" if value < 100 else f"{value:.0f}"

@@ -23,7 +23,7 @@ from sim.request import Request
 from sim.resolve import resolve
 from sim.runspec import RunSpec
 from sim.scenario import Scenario
-from sim.workload import Workload, generate_workload
+from sim.workload import Workload, arrivals_end_s, generate_workload
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
@@ -119,8 +119,7 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
 
     steps = recorder.steps_table()
     end = horizon if horizon is not None else _last_activity_s(workload, steps)
-    if sim.duration_s is not None:
-        end = max(end, sim.duration_s)
+    end = max(end, arrivals_end_s(sim, spec.scenario.workload.arrival, workload.arrival_s))
     return RunResult(
         spec=spec,
         seed=seed,

@@ -128,18 +128,23 @@ def test_summary_numbers_are_consistent(tiny_run):
         "latency_s",
         "throughput",
         "utilization",
+        "saturation",
         "economics",
+        "window",
     }
     for name in ("ttft", "tpot", "e2e", "queue"):
         block = s["latency_s"][name]
         assert block["p50"] <= block["p90"] <= block["p99"]
-    eco = s["economics"]
-    assert eco["gpu_hours"] == pytest.approx(2 * tiny_run.simulated_s / 3600)
+    eco, window = s["economics"], s["window"]
+    assert window["duration_s"] == 60.0 - 5.0  # arrivals for 60 s after a 5 s warm-up
+    assert eco["gpu_hours"] == pytest.approx(2 * window["duration_s"] / 3600)
     assert eco["cost_usd"] == pytest.approx(eco["gpu_hours"] * 4.0)
+    assert eco["totals"]["gpu_hours"] == pytest.approx(2 * tiny_run.simulated_s / 3600)
     assert eco["margin"] == pytest.approx(
         (eco["revenue_usd"] - eco["cost_usd"]) / eco["revenue_usd"]
     )
-    assert 0 < s["utilization"]["gpu_busy_fraction"] <= 1
+    assert 0 < s["utilization"]["capacity_utilization"] <= 1
+    assert 0 < s["utilization"]["nonidle_fraction"] <= 1
     assert 0 < s["utilization"]["kv_occupancy_mean"] <= 1
 
 
@@ -172,6 +177,26 @@ def test_replay_load_scale_doubles_the_arrival_rate():
     span_one = one.requests["arrival_s"].max()
     span_two = two.requests["arrival_s"].max()
     assert span_two == pytest.approx(span_one / 2)
+
+
+@pytest.mark.parametrize(
+    ("num_requests", "arrivals_end_s"), [(100, "last arrival"), (100_000, "duration_s")]
+)
+def test_arrivals_stop_at_num_requests_or_duration_whichever_comes_first(
+    num_requests, arrivals_end_s
+):
+    data = simulate(f"sim.num_requests={num_requests}")  # 8 req/s for duration_s = 60
+    window = summarize(data)["window"]
+    last = float(data.requests["arrival_s"].max())
+    if arrivals_end_s == "last arrival":
+        assert len(data.requests) == num_requests
+        assert window["end_s"] == last < 20.0
+        # the run ends when the last request is served, not at duration_s
+        assert data.simulated_s == pytest.approx(last + window["drain_s"])
+        assert data.simulated_s < 30.0
+    else:
+        assert len(data.requests) < num_requests
+        assert window["end_s"] == 60.0
 
 
 def _replay(tmp_path, arrivals_ms: list[int], output_tokens: int, compression: bool):

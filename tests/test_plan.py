@@ -119,6 +119,8 @@ def test_saturated_point_is_infeasible_even_when_its_latency_meets_the_slo():
         "latency_s.ttft.p99.ci_high": 0.6,
         "saturation.backlog_growth": 12.0,
         "saturation.backlog_growth.ci_low": 8.0,
+        "saturation.offered_per_s": 10.0,
+        "window.duration_s": 100.0,
     }
     verdict = judge(row, [parse_slo("ttft_p99=1.0")])
     assert verdict.saturated and not verdict.feasible
@@ -132,6 +134,8 @@ def test_an_slo_is_met_only_if_the_upper_end_of_the_interval_is():
         "latency_s.ttft.p99.ci_high": 1.1,
         "saturation.backlog_growth": 0.0,
         "saturation.backlog_growth.ci_low": -1.0,
+        "saturation.offered_per_s": 10.0,
+        "window.duration_s": 100.0,
     }
     verdict = judge(row, [parse_slo("ttft_p99=1.0")])
     assert not verdict.feasible and "ttft_p99 1.1 > 1" in verdict.reason

@@ -147,5 +147,5 @@ def test_run_saved_before_node_sizes_and_reasons_existed_is_still_analysed(tmp_p
         del pool["model_shape"]["max_context"]
     (old / "scenario.json").write_text(json.dumps(stored))
     summary = summarize(load_run(old))
-    assert summary["utilization"]["gpu_busy_fraction"] > 0
+    assert summary["utilization"]["nonidle_fraction"] > 0
     assert summary["requests"]["rejected_by_reason"]["max_context"] == 0
