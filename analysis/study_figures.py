@@ -55,21 +55,22 @@ def _axes(height: float = HEIGHT_IN):
     return fig, ax
 
 
-def _bars(table: pd.DataFrame, xlabel: str) -> Figure:
-    """Horizontal bars of cost per million tokens, one per fleet, labelled with the margin."""
-    rows = table.dropna(subset=["usd_per_million_tokens"])
+def _bars(rows: pd.DataFrame, xlabel: str) -> Figure:
+    """Horizontal bars of cost per million tokens, one per fleet, labelled with the margin; a
+    fleet without a cost (its SLOs not met) keeps its row, labelled so."""
     fig, ax = _axes(max(1.4, 0.9 + 0.28 * len(rows)))
+    costs = rows["usd_per_million_tokens"].to_numpy(dtype=float)
     with matplotlib.rc_context(STYLE):
         y = np.arange(len(rows))
-        ax.barh(y, rows["usd_per_million_tokens"], color="tab:blue", height=0.6)
+        ax.barh(y, np.nan_to_num(costs), color="tab:blue", height=0.6)
         ax.set_yticks(y, rows["fleet"])
         ax.invert_yaxis()
         ax.set_xlabel(xlabel)
-        for yi, cost, margin in zip(y, rows["usd_per_million_tokens"], rows["margin"], strict=True):
-            ax.annotate(
-                f" margin {margin:.0%}", (cost, yi), va="center", fontsize=6.5, color="0.25"
-            )
-        ax.set_xlim(0, rows["usd_per_million_tokens"].max() * 1.45)
+        for yi, cost, margin in zip(y, costs, rows["margin"], strict=True):
+            text = " SLOs not met" if np.isnan(cost) else f" margin {margin:.0%}"
+            ax.annotate(text, (np.nan_to_num(cost), yi), va="center", fontsize=6.5, color="0.25")
+        if np.isfinite(costs).any():
+            ax.set_xlim(0, np.nanmax(costs) * 1.45)
         ax.grid(axis="y", visible=False)
     return fig
 
@@ -80,8 +81,16 @@ def bars(table: pd.DataFrame, params: BaseModel) -> Figure:
 
 
 def cheapest_bars(table: pd.DataFrame, params: BaseModel) -> Figure:
-    """Cost per million tokens of each case's cheapest fleet meeting the SLOs."""
-    return _bars(table[table["cheapest"]], "cost per million tokens (USD), cheapest fleet")
+    """Cost per million tokens of each case's cheapest fleet meeting the SLOs (or a row saying
+    none does)."""
+    none_met = {"usd_per_million_tokens": [np.nan], "margin": [np.nan]}
+    rows = [
+        group[group["cheapest"]]
+        if group["cheapest"].any()
+        else pd.DataFrame({"fleet": [name], **none_met})
+        for name, group in table.groupby("fleet", sort=False)
+    ]
+    return _bars(pd.concat(rows), "cost per million tokens (USD), cheapest fleet")
 
 
 def hardware(table: pd.DataFrame, params: BaseModel) -> Figure:
@@ -146,7 +155,8 @@ def utilization(table: pd.DataFrame, params: UtilizationParams) -> Figure:
         for u in params.headline:
             ax.axvline(u * 100, color="0.5", ls=":", lw=0.8)
         lines = ax.get_lines()[:2] + right.get_lines()[:1]
-        ax.legend(lines, [ln.get_label() for ln in lines], frameon=False, loc="upper center")
+        labels = [ln.get_label() for ln in lines]
+        ax.legend(lines, labels, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 0.08))
     return fig
 
 

@@ -31,6 +31,7 @@ from analysis.study_tables import (
 from sim.cli import main
 from sim.errors import UserError
 from sim.study.studyfile import load_study
+from tests.conftest import ROOT
 
 SCENARIO = """\
 name = "tiny"
@@ -273,3 +274,32 @@ def test_utilization_headline_is_interpolated_between_the_points_around_it():
     assert headline["usd_per_million_tokens"].iloc[0] == pytest.approx(1.5)
     assert headline["margin"].iloc[0] == pytest.approx(-0.5)  # a third of the way from -1 to 0.5
     assert not math.isnan(headline["rate_per_s"].iloc[0])
+
+
+# ----------------------------------------------------------------------------- shipped studies
+
+SHIPPED = sorted(p.parent for p in (ROOT / "studies").glob("*/study.toml"))
+
+
+def test_gallery_ships_six_studies():
+    assert [p.name for p in SHIPPED] == [
+        "cost-over-time",
+        "hardware",
+        "price-pressure",
+        "software-levers",
+        "specialized-models",
+        "utilization",
+    ]
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.name)
+def test_shipped_study_results_are_those_of_its_current_files(folder):
+    """The committed table, figure and provenance were made from the files as they are now."""
+    load_study(folder)
+    results = folder / "results"
+    for suffix in ("csv", "png", "svg", "pdf"):
+        assert (results / f"{folder.name}.{suffix}").is_file()
+    provenance = json.loads((results / "provenance.json").read_text(encoding="utf-8"))
+    assert provenance["command"] == f"python -m sim study run studies/{folder.name} --workers 2"
+    for path, digest in provenance["files"].items():
+        assert hashlib.sha256((ROOT / path).read_bytes()).hexdigest() == digest, path
