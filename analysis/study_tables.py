@@ -36,10 +36,16 @@ class NoParams(_Params):
     """A study whose table needs no inputs beyond its runs."""
 
 
+FLEET_COLUMNS = ("fleet", "replicas", "gpus", "usd_per_hour", "usd_per_million_tokens", "margin")
+FLEET_COLUMNS += ("break_even_price_multiplier",)
+
+
 def fleet_rows(options: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
     """Plan options met (status ok) as fleet rows: name, GPUs, cost per hour and per million
     tokens, margin. `label` names every row (one option per case), else the GPU or the mix."""
     ok = options[options["status"] == "ok"]
+    if ok.empty:  # no option met the SLOs: its rows carry no metrics
+        return pd.DataFrame(columns=FLEET_COLUMNS)
     if label is not None:
         names = [label] * len(ok)
     else:
@@ -119,10 +125,11 @@ def levers(cases: Cases, params: NoParams) -> pd.DataFrame:
     for name, options in cases.items():
         met = fleet_rows(options, label=name)
         if len(met):
-            rows.append(met.iloc[[int(met["usd_per_hour"].to_numpy().argmin())]])
+            cheapest = met.iloc[[int(met["usd_per_hour"].to_numpy().argmin())]]
+            rows.append(cheapest.assign(status="ok"))
         else:
             rows.append(pd.DataFrame({"fleet": [name], "status": [options["status"].iloc[0]]}))
-    return pd.concat(rows, ignore_index=True)
+    return pd.concat(rows, ignore_index=True)[[*FLEET_COLUMNS, "status"]]
 
 
 class FleetSloParams(_Params):

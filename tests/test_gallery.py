@@ -19,10 +19,12 @@ from analysis.study_tables import (
     MARGIN,
     MULTIPLIER,
     FleetSloParams,
+    NoParams,
     PricePressureParams,
     ProjectionParams,
     UtilizationParams,
     cheapest_fleets,
+    levers,
     margin_after_cut,
     price_pressure,
     projection,
@@ -197,6 +199,14 @@ def plan_options(margins: dict[str, float]) -> pd.DataFrame:
             for i, (gpu, m) in enumerate(margins.items())
         ]
     )
+
+
+def test_levers_keep_a_case_whose_plan_met_nothing_with_its_status():
+    unmet = pd.DataFrame({"gpu": ["h100"], "tp": [1], "status": ["not met with 24 replicas: x"]})
+    table = levers({"static": unmet, "continuous": plan_options({"h100": 0.5})}, NoParams())
+    assert table["fleet"].tolist() == ["static", "continuous"]
+    assert table["status"].tolist() == ["not met with 24 replicas: x", "ok"]
+    assert math.isnan(table["usd_per_hour"].iloc[0]) and table["usd_per_hour"].iloc[1] == 10.0
 
 
 def test_margin_after_a_uniform_price_cut_keeps_the_cost_and_scales_the_revenue():
