@@ -96,10 +96,13 @@ def make_study(folder: Path, study: str = STUDY, scenario: str = SCENARIO) -> Pa
     ("change", "message"),
     [
         (('figure = "cheapest_fleets"', 'figure = "pie"'), "figure = 'pie': allowed: "),
-        (("seeds = 2", "seeds = 0"), "seeds: Input should be greater than or equal to 1"),
-        (('kind = "sweep"\n\n[[', 'kind = "grid"\n\n[['), "cases.0: allowed: 'plan', 'sweep'"),
+        (("seeds = 2", "seeds = 0"), "seeds = 0: Input should be greater than or equal to 1"),
+        (
+            ('kind = "sweep"\n\n[[', 'kind = "grid"\n\n[['),
+            "cases.0.kind = 'grid': allowed: 'plan', 'sweep'",
+        ),
         (('name = "two"', 'name = "one"'), "case names must differ"),
-        (('name = "two"', 'name = "Two/x"'), "cases.1.name: use lower-case letters"),
+        (('name = "two"', 'name = "Two/x"'), "cases.1.name = 'Two/x': use lower-case letters"),
         (("seeds = 2", "seeds = 2\ncolour = 1"), "colour: unknown field; allowed here: title,"),
         (
             ('kind = "sweep"\nset', 'kind = "sweep"\nrate = 3\nset'),
@@ -120,7 +123,7 @@ def test_study_params_are_checked_by_the_figure_they_feed(tmp_path):
     study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "price_pressure"')
     folder = make_study(tmp_path / "s", study.replace(PARAMS, "[params]\ncut = 1.5\nkut = 1\n"))
     with pytest.raises(
-        UserError, match=r"invalid params of figure 'price_pressure'\n  cut: "
+        UserError, match=r"invalid params of figure 'price_pressure'\n  cut = 1.5: "
     ) as err:
         load_study(folder)
     assert "kut: unknown field; allowed here: cut, margin_floor, cuts" in str(err.value)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sim.errors import UserError
 from sim.scenario import read_toml
+from sim.schema_errors import format_errors
 
 STUDY_FILE = "study.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -126,15 +127,15 @@ def load_study(folder: str | Path) -> Study:
     try:
         spec = StudyFile.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_errors(path, "invalid study", exc, StudyFile)) from None
+        raise UserError(format_errors(exc, StudyFile, data, str(path), [], "study")) from None
     kind = STUDIES.get(spec.figure)
     if kind is None:
         raise UserError(f"{path}: figure = {spec.figure!r}: allowed: {', '.join(sorted(STUDIES))}")
     try:
         params = kind.params.model_validate(spec.params)
     except ValidationError as exc:
-        what = f"invalid params of figure '{spec.figure}'"
-        raise UserError(_errors(path, what, exc, kind.params)) from None
+        what = f"params of figure '{spec.figure}'"
+        raise UserError(format_errors(exc, kind.params, spec.params, str(path), [], what)) from None
     study = Study(folder, spec, params)
     _check_cases(study, path, kind.cases)
     return study
@@ -159,23 +160,3 @@ def _check_cases(study: Study, path: Path, wanted: dict[str, str] | str) -> None
             raise UserError(f"{path}: slos: plan cases need at least one SLO")
         if case.kind == "plan" and study.spec.seeds < 2:
             raise UserError(f"{path}: seeds = {study.spec.seeds}: plan cases need at least 2")
-
-
-def _fields_at(loc: tuple, top: type[BaseModel]) -> str:
-    """The fields allowed beside an unknown one: a case's (by its kind) or the top model's."""
-    kinds = {"plan": PlanCase, "sweep": SweepCase}
-    model = next((kinds[p] for p in loc if p in kinds), top if len(loc) == 1 else None)
-    return ", ".join(model.model_fields) if model is not None else "(see docs/gallery.md)"
-
-
-def _errors(path: Path, what: str, exc: ValidationError, top: type[BaseModel]) -> str:
-    lines = [f"{path}: {what}"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p not in ("plan", "sweep"))
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field; allowed here: {_fields_at(err['loc'], top)}"
-        elif err["type"] == "union_tag_invalid":
-            msg = f"allowed: {err['ctx']['expected_tags']}"
-        lines.append(f"  {loc}: {msg}")
-    return "\n".join(lines)
