@@ -32,6 +32,7 @@ from analysis.study_tables import (
 )
 from sim.cli import main
 from sim.errors import UserError
+from sim.study.gallery import run_study
 from sim.study.studyfile import load_study
 from tests.conftest import ROOT
 
@@ -316,3 +317,10 @@ def test_shipped_study_results_are_those_of_its_current_files(folder):
     assert provenance["command"] == f"python -m sim study run studies/{folder.name} --workers 2"
     for path, digest in provenance["files"].items():
         assert hashlib.sha256((ROOT / path).read_bytes()).hexdigest() == digest, path
+
+
+def test_a_bad_set_item_of_a_later_case_stops_the_study_before_any_run(tmp_path):
+    folder = make_study(tmp_path / "s", STUDY.replace("fleet.replicas=2", "fleet.replicas=0"))
+    with pytest.raises(UserError, match="fleet.replicas = 0 \\(from --set\\)"):
+        run_study(folder, workers=1)
+    assert not (folder / "results" / "cases" / "one").exists()

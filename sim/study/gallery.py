@@ -24,7 +24,7 @@ import pandas as pd
 
 from sim.rundir import check_out_dir
 from sim.scenario import read_scenario_file, scenario_from_dict
-from sim.study.plan import PlanResult, plan
+from sim.study.plan import PlanResult, parse_slos, plan
 from sim.study.studyfile import PlanCase, Study, SweepCase, load_study
 from sim.study.sweep import sweep
 
@@ -57,6 +57,9 @@ def run_study(
 
     study = load_study(folder)
     out = check_out_dir(Path(out) if out is not None else study.folder / "results")
+    seeds = {case.name: _seeds(study, case) for case in study.spec.cases}  # checks each scenario
+    if study.spec.slos:
+        parse_slos(study.spec.slos)
     executor = {"workers": workers, "scheduler": scheduler}
     cases = {}
     for case in study.spec.cases:
@@ -70,7 +73,7 @@ def run_study(
     figure = FIGURES[kind.figure](table, study.params)
     files = [out / f"{name}.csv", *save_figure(figure, out / name)]
     provenance = out / "provenance.json"
-    text = json.dumps(provenance_record(study, command), indent=2) + "\n"
+    text = json.dumps(provenance_record(study, seeds, command), indent=2) + "\n"
     provenance.write_text(text, encoding="utf-8")
     return StudyResult(table, [*files, provenance], cases)
 
@@ -126,21 +129,23 @@ def _chosen_point(evaluations: pd.DataFrame, option: dict) -> dict:
     return evaluations[chosen].iloc[-1].to_dict()
 
 
-def provenance_record(study: Study, command: str) -> dict:
-    """What reproduces the study's figure: version, file digests, seeds, command, packages."""
+def provenance_record(study: Study, seeds: dict[str, list[int]], command: str) -> dict:
+    """What reproduces the study's figure: version, file digests, each case's seeds, command,
+    packages."""
     return {
         "study": study.spec.title,
         "project": {"name": PROJECT, "version": _version(PROJECT)},
         "command": command,
         "files": {_shown(path): _sha256(path) for path in study.files()},
-        "seeds": {case.name: _seeds(study, case) for case in study.spec.cases},
+        "seeds": seeds,
         "python": platform.python_version(),
         "packages": {name: _version(name) for name in PACKAGES},
     }
 
 
 def _seeds(study: Study, case: PlanCase | SweepCase) -> list[int]:
-    """Seed k of every point is the case scenario's sim.seed + k (docs/studies.md)."""
+    """Seed k of every point is the case scenario's sim.seed + k (docs/studies.md); reading
+    the scenario with the case's --set items checks both (UserError)."""
     path = study.scenario_of(case)
     base = scenario_from_dict(read_scenario_file(path), str(path), case.set).sim.seed
     return [base + k for k in range(study.spec.seeds)]
