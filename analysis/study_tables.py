@@ -37,37 +37,44 @@ class NoParams(_Params):
 
 
 FLEET_COLUMNS = ("fleet", "replicas", "gpus", "usd_per_hour", "usd_per_million_tokens", "margin")
-FLEET_COLUMNS += ("break_even_price_multiplier",)
+FLEET_COLUMNS += ("break_even_price_multiplier", "status")
 
 
 def fleet_rows(options: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
-    """Plan options met (status ok) as fleet rows: name, GPUs, cost per hour and per million
-    tokens, margin. `label` names every row (one option per case), else the GPU or the mix."""
-    ok = options[options["status"] == "ok"]
-    if ok.empty:  # no option met the SLOs: its rows carry no metrics
-        return pd.DataFrame(columns=FLEET_COLUMNS)
-    if label is not None:
-        names = [label] * len(ok)
-    else:
-        names = [_fleet_name(row) for row in ok.to_dict("records")]
-    return pd.DataFrame(
-        {
-            "fleet": names,
-            "replicas": ok["replicas"].astype(int).to_numpy(),
-            "gpus": ok["gpus"].astype(int).to_numpy(),
-            "usd_per_hour": ok["usd_per_hour"].to_numpy(),
-            "usd_per_million_tokens": ok[COST_PER_M].to_numpy(),
-            "margin": ok["margin"].to_numpy(),
-            "break_even_price_multiplier": ok[MULTIPLIER].to_numpy(),
-        }
-    )
+    """Plan options as fleet rows: name, GPUs, cost per hour and per million tokens, margin,
+    status. An option not met keeps its row, its numbers NaN and its status saying why. `label`
+    names every row (one option per case), else the GPU or the mix."""
+    rows = []
+    for option in options.to_dict("records"):
+        if option["status"] != "ok":  # not met: no fleet, so no numbers (NaN)
+            rows.append({"fleet": label or _option_name(option), "status": option["status"]})
+            continue
+        rows.append(
+            {
+                "fleet": label or _fleet_name(option),
+                "replicas": option["replicas"],
+                "gpus": option["gpus"],
+                "usd_per_hour": option["usd_per_hour"],
+                "usd_per_million_tokens": option[COST_PER_M],
+                "margin": option["margin"],
+                "break_even_price_multiplier": option[MULTIPLIER],
+                "status": "ok",
+            }
+        )
+    table = pd.DataFrame(rows, columns=list(FLEET_COLUMNS))
+    return table.astype({"replicas": "Int64", "gpus": "Int64"})  # whole numbers, or missing
+
+
+def _option_name(option: dict) -> str:
+    """An option without a fleet: its GPU (or mix of GPUs) and TP degree."""
+    return f"{option['gpu']}" + (f" tp{option['tp']}" if option["tp"] != 1 else "")
 
 
 def _fleet_name(row: dict) -> str:
     mix = row.get("mix")
     if isinstance(mix, str) and mix:
         return mix
-    return f"{row['replicas']} {row['gpu']}" + (f" tp{row['tp']}" if row["tp"] != 1 else "")
+    return f"{int(row['replicas'])} {_option_name(row)}"
 
 
 def hardware(cases: Cases, params: NoParams) -> pd.DataFrame:
@@ -76,7 +83,8 @@ def hardware(cases: Cases, params: NoParams) -> pd.DataFrame:
     mix = cases["mix"]
     mixed = mix[mix["mix"].notna() & (mix["mix"] != "")] if "mix" in mix else mix.iloc[:0]
     table = pd.concat([fleet_rows(cases["types"]), fleet_rows(mixed)], ignore_index=True)
-    return table.sort_values("usd_per_hour", kind="stable").reset_index(drop=True)
+    table = table.sort_values("usd_per_hour", kind="stable", na_position="last")
+    return table.reset_index(drop=True)
 
 
 class PricePressureParams(_Params):
@@ -98,7 +106,7 @@ def price_pressure(cases: Cases, params: PricePressureParams) -> pd.DataFrame:
     """Per cheapest fleet of each GPU type: its margin, the uniform price cut that brings it
     to zero margin (1 - break-even multiplier), its margin after ``params.cut`` and whether
     that stays above ``params.margin_floor``."""
-    table = fleet_rows(cases["types"]).sort_values("usd_per_hour", kind="stable")
+    table = fleet_rows(cases["types"]).sort_values("usd_per_hour", na_position="last")
     multiplier = table["break_even_price_multiplier"].to_numpy()
     after = margin_after_cut(multiplier, params.cut)
     return pd.DataFrame(
@@ -110,6 +118,7 @@ def price_pressure(cases: Cases, params: PricePressureParams) -> pd.DataFrame:
             "break_even_cut": 1.0 - multiplier,
             f"margin_after_{_percent(params.cut)}pct_cut": after,
             f"above_{_percent(params.margin_floor)}pct_after_cut": after > params.margin_floor,
+            "status": table["status"].to_numpy(),
         }
     )
 
@@ -119,17 +128,14 @@ def _percent(fraction: float) -> str:
 
 
 def levers(cases: Cases, params: NoParams) -> pd.DataFrame:
-    """One row per case (a software lever): its cheapest fleet meeting the study's SLOs. A case
-    whose plan met nothing is a row with only its status, never dropped."""
+    """One row per case (a software lever): its cheapest fleet meeting the study's SLOs, or,
+    when its plan met nothing, its status."""
     rows = []
     for name, options in cases.items():
-        met = fleet_rows(options, label=name)
-        if len(met):
-            cheapest = met.iloc[[int(met["usd_per_hour"].to_numpy().argmin())]]
-            rows.append(cheapest.assign(status="ok"))
-        else:
-            rows.append(pd.DataFrame({"fleet": [name], "status": [options["status"].iloc[0]]}))
-    return pd.concat(rows, ignore_index=True)[[*FLEET_COLUMNS, "status"]]
+        fleets = fleet_rows(options, label=name)
+        cheapest = fleets["usd_per_hour"].idxmin() if fleets["usd_per_hour"].notna().any() else 0
+        rows.append(fleets.loc[[cheapest]])
+    return pd.concat(rows, ignore_index=True)
 
 
 class FleetSloParams(_Params):

@@ -24,6 +24,7 @@ from analysis.study_tables import (
     ProjectionParams,
     UtilizationParams,
     cheapest_fleets,
+    hardware,
     levers,
     margin_after_cut,
     price_pressure,
@@ -211,6 +212,16 @@ def test_levers_keep_a_case_whose_plan_met_nothing_with_its_status():
     assert table["fleet"].tolist() == ["static", "continuous"]
     assert table["status"].tolist() == ["not met with 24 replicas: x", "ok"]
     assert math.isnan(table["usd_per_hour"].iloc[0]) and table["usd_per_hour"].iloc[1] == 10.0
+
+
+def test_hardware_lists_mixes_and_keeps_a_type_that_met_nothing_last():
+    unmet = pd.DataFrame({"gpu": ["a100"], "tp": [1], "status": ["not met with 64 replicas: x"]})
+    types = pd.concat([unmet, plan_options({"h200": 0.6})], ignore_index=True)
+    mix = plan_options({"h100+h200": 0.5}).assign(mix="1 h100 + 1 h200", replicas=2, gpus=2)
+    table = hardware({"types": types, "mix": mix}, NoParams())
+    assert table["fleet"].tolist() == ["1 h200", "1 h100 + 1 h200", "a100"]
+    assert table["status"].tolist() == ["ok", "ok", "not met with 64 replicas: x"]
+    assert table["gpus"].tolist()[:2] == [1, 2] and pd.isna(table["usd_per_hour"].iloc[2])
 
 
 def test_margin_after_a_uniform_price_cut_keeps_the_cost_and_scales_the_revenue():
