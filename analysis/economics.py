@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.fleet import billed_gpu_hours, seconds_by_state
 from analysis.rundata import RunData
 from analysis.utilization import busy_s_per_replica
 from sim.runspec import PoolSpec
@@ -25,18 +26,25 @@ TRACE_CLASS = "trace"  # class name of replayed requests when the scenario defin
 
 
 def gpu_hours(data: RunData, pool: PoolSpec) -> float:
-    """Provisioned GPU time of a pool: every GPU of every replica for the whole run."""
-    return pool.gpus * data.simulated_s / SECONDS_PER_HOUR
+    """Billed GPU time of a pool (``analysis.fleet``): its provisioned GPU-hours, or its whole
+    commitment for the run when reserved or owned."""
+    return billed_gpu_hours(data, pool)
 
 
 def energy_kwh(data: RunData, pool: PoolSpec) -> float:
-    """Facility energy of a pool's GPUs over the run (kWh, PUE included); 0 without [energy]."""
+    """Facility energy of a pool's GPUs over the run (kWh, PUE included); 0 without [energy].
+
+    Busy: running iterations or background work; idle: the rest of the provisioned time but
+    failed (a failed replica is off).
+    """
     eco = data.scenario.economics
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    busy_s = busy_s_per_replica(data)[pool.first_replica : pool.first_replica + pool.replicas]
-    idle_s = data.simulated_s - busy_s
+    mine = data.pool_replicas(pool)
+    states = seconds_by_state(data).iloc[mine]
+    busy_s = busy_s_per_replica(data)[mine] + states["background"].to_numpy()
+    idle_s = states.drop(columns=["failed"]).sum(axis=1).to_numpy() - busy_s
     watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
     watt_s *= pool.accelerator.tdp_w
     return float(watt_s * pool.tp * e.pue / JOULES_PER_KWH)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from analysis.economics import economics, pool_economics
+from analysis.fleet import fleet_summary
 from analysis.metrics import (
     batching,
     distribution,
@@ -34,6 +35,7 @@ def summarize(data: RunData) -> dict:
         "economics": economics(data),
         "classes": per_class(data),
         "pools": per_pool(data),
+        "fleet": fleet_summary(data),
     }
 
 
@@ -50,6 +52,7 @@ def per_pool(data: RunData) -> dict[str, dict]:
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
+            "pricing": pool.lifecycle.pricing,
             "model": pool.model,
             "requests": request_counts(mine),
             "throughput": throughput(data, mine),

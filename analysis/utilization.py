@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.fleet import PROVISIONED, provisioned_s, state_intervals
 from analysis.rundata import RunData
 from sim.catalog import BYTES_PER_DTYPE
 from sim.runspec import PoolSpec
@@ -77,7 +78,7 @@ def step_work(data: RunData) -> pd.DataFrame:
     moved = np.zeros(len(s))
     replica = s["replica"].to_numpy()
     for pool in data.spec.pools:
-        mine = (replica >= pool.first_replica) & (replica < pool.first_replica + pool.replicas)
+        mine = np.isin(replica, data.pool_replicas(pool))
         flops[mine], moved[mine] = _interval_work(s[mine], ShapeCounts.of(pool))
     return s.assign(flops=flops, bytes=moved)
 
@@ -159,7 +160,7 @@ def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFra
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica, pool in enumerate(data.spec.replica_pools()):
+    for replica, pool in enumerate(data.replica_pool):
         w = work[work["replica"] == replica]
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
@@ -222,7 +223,7 @@ def busy_s_per_replica(data: RunData) -> np.ndarray:
     """Seconds each replica spent running iterations (index = replica)."""
     steps = data.steps
     busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
-    return busy.reindex(range(data.spec.num_replicas), fill_value=0.0).to_numpy()
+    return busy.reindex(range(data.num_replicas), fill_value=0.0).to_numpy()
 
 
 def replica_totals(data: RunData) -> pd.DataFrame:
@@ -232,7 +233,8 @@ def replica_totals(data: RunData) -> pd.DataFrame:
     busy_s = busy_s_per_replica(data)
     totals = timeline.set_index("replica").drop(columns=["window_start_s", "window_end_s"])
     totals["busy_s"] = busy_s
-    totals["busy_fraction"] = busy_s / data.simulated_s
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a replica never provisioned
+        totals["busy_fraction"] = busy_s / provisioned_s(data)
     return totals
 
 
@@ -260,3 +262,30 @@ def _utilization(totals: pd.DataFrame) -> dict[str, float | None]:
         "running_requests_mean": float(totals["running_requests"].sum()),
         "decode_batch_mean": float(batch / busy) if busy > 0 else None,
     }
+
+
+def replicas_by_state(data: RunData, edges: np.ndarray) -> pd.DataFrame:
+    """Mean replicas in each provisioned state per window of `edges` and pool: columns pool,
+    window_start_s, window_end_s and one per state."""
+    iv = state_intervals(data)
+    length = np.diff(edges)
+    frames = []
+    for pool in data.spec.pools:
+        mine = iv[iv["pool"] == pool.name]
+        columns = {
+            state: integrate_windows(
+                mine.loc[mine["state"] == state, "start_s"].to_numpy(),
+                mine.loc[mine["state"] == state, "end_s"].to_numpy(),
+                np.ones(int((mine["state"] == state).sum())),
+                edges,
+            )
+            / length
+            for state in PROVISIONED
+        }
+        frames.append(
+            pd.DataFrame(
+                {"pool": pool.name, "window_start_s": edges[:-1], "window_end_s": edges[1:]}
+                | columns
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
