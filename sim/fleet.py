@@ -96,6 +96,7 @@ class Fleet:
             for p in spec.pools
         ]
         self.total_requests = len(recorder.workload)
+        self._drain = spec.scenario.sim.drain
         if len(self.groups) == 1:  # one model: every request goes straight to its group
             self.submit = self.groups[0].submit  # type: ignore[method-assign]
 
@@ -109,9 +110,11 @@ class Fleet:
             pool.start()
 
     def finished(self) -> bool:
-        """Whether every request of the run has completed or been rejected."""
+        """Whether a drained run is over: every request has completed or been rejected. (Then
+        the fleet changes no more, so that the run ends; an undrained run goes on changing
+        until its horizon.)"""
         rec = self.recorder
-        return rec.num_completed + rec.num_rejected == self.total_requests
+        return self._drain and rec.num_completed + rec.num_rejected == self.total_requests
 
     # ------------------------------------------------------------------ replicas over time
     def _make(

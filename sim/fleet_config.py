@@ -137,6 +137,8 @@ def _check_schedule(schedule: list[tuple[float, int]]) -> None:
         raise ValueError(f"schedule times are seconds since midnight, below {SECONDS_PER_DAY:.0f}")
     if any(n < 0 for _, n in schedule):
         raise ValueError("schedule replicas must be >= 0")
+    if not any(n > 0 for _, n in schedule):
+        raise ValueError("schedule never serves: give at least one time with replicas >= 1")
 
 
 class FailureConfig(Section):
