@@ -1,11 +1,16 @@
 """Autoscaling: every evaluation period, each autoscaled pool's serving replicas from a signal.
 
-One URGENT event per period per autoscaled pool (none per request). A signal gives the serving
-replicas the pool should have; the autoscaler clamps it to ``min..max`` and scales when it
-differs from the pool's current want, a scale-out only ``scale_up_cooldown_s`` after the last
-change and a scale-in only ``scale_down_cooldown_s`` after it (the run's start counts as a
-change); otherwise it only restores replicas lost to failures or reclaims. Scaling itself
-(cold starts, draining) is :meth:`sim.lifecycle.PoolReplicas.scale_to`.
+One URGENT event per period per autoscaled pool (none per request). A signal recommends the
+serving replicas the pool should have, clamped to ``min..max``. A scale-out follows the
+recommendation (only ``scale_up_cooldown_s`` after the last change; the run's start counts as
+one), at most doubling the replicas or adding 4 per evaluation (the Kubernetes HPA's default
+scale-up policy). A scale-in drains one replica, and only when every recommendation of the last
+``scale_down_cooldown_s`` was below the replicas the pool has (the HPA's scale-down
+stabilization window) and that long after the last change: a queue that is empty, or a TTFT
+far below its SLO, says the pool has too many replicas but not how many, so the pool steps down
+and looks again rather than draining to ``min`` at the first quiet moment. A schedule is
+followed as it is. Otherwise the autoscaler only restores replicas lost to failures or
+reclaims. Scaling itself (cold starts, draining) is :meth:`sim.lifecycle.PoolReplicas.scale_to`.
 
 Signals look at the group of pools that serve the pool's model, so a pool that adds capacity
 above a fixed (reserved) pool sees that pool's load: a signal sizes the group in replicas and
@@ -22,13 +27,19 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 
 from sim.events import schedule_urgent
-from sim.fleet_config import AUTOSCALE_TOLERANCE, SECONDS_PER_DAY, AutoscaleConfig
+from sim.fleet_config import (
+    AUTOSCALE_TOLERANCE,
+    HPA_SCALE_UP_PODS,
+    SECONDS_PER_DAY,
+    AutoscaleConfig,
+)
 from sim.lifecycle import BACKGROUND, DRAINING, SERVING, PoolReplicas
 
 if TYPE_CHECKING:
@@ -51,6 +62,7 @@ class Autoscaler:
         self.env, self.fleet, self.pool, self.cfg = env, fleet, pool, cfg
         self.signal = SIGNALS[cfg.signal](fleet, pool, cfg)
         self._last_change_s = 0.0
+        self._recent: deque[tuple[float, int]] = deque()  # (time, recommendation), newest last
 
     def start(self) -> None:
         schedule_urgent(self.env, self.env.now, self._evaluate)
@@ -61,14 +73,28 @@ class Autoscaler:
         now, cfg, pool = self.env.now, self.cfg, self.pool
         low, high = cfg.bounds
         desired = min(max(self.signal.desired(now), low), high)
-        clock = cfg.signal == "schedule"  # a schedule is the planner's own decision
-        since = now - self._last_change_s
-        up = desired > pool.target and (clock or since >= cfg.scale_up_cooldown_s)
-        down = desired < pool.target and (clock or since >= cfg.scale_down_cooldown_s)
-        if up or down:
+        if cfg.signal != "schedule":  # a schedule is the planner's own decision
+            desired = self._paced(now, desired)
+        if desired != pool.target:
             self._last_change_s = now
-        pool.scale_to(desired if up or down else pool.target)
+        pool.scale_to(desired)
         schedule_urgent(self.env, now + cfg.period_s, self._evaluate)
+
+    def _paced(self, now: float, recommended: int) -> int:
+        """The serving replicas to want now, given the signal's `recommended` count: scale-out
+        by the HPA's default policy after the up cooldown, scale-in one at a time after a
+        stable window (module docstring)."""
+        cfg, have = self.cfg, self.pool.target
+        recent = self._recent
+        recent.append((now, recommended))
+        while recent[0][0] <= now - cfg.scale_down_cooldown_s:
+            recent.popleft()
+        since = now - self._last_change_s
+        if recommended > have and since >= cfg.scale_up_cooldown_s:
+            return min(recommended, max(2 * have, have + HPA_SCALE_UP_PODS))
+        if max(n for _, n in recent) < have and since >= cfg.scale_down_cooldown_s:
+            return have - 1
+        return have
 
 
 class _GroupSignal:

@@ -41,9 +41,11 @@ ENGINE_START_S = 35.3
 # guides on Kubernetes GPU autoscaling quote 2-4 minutes for a new GPU node.
 PROVISION_S = 120.0
 # Kubernetes Horizontal Pod Autoscaler defaults (kubernetes.io/docs, "Horizontal Pod
-# Autoscaling"): metrics are evaluated every 15 s, a scale-down waits for a 300 s
-# stabilization window, a scale-up does not wait, and a ratio within 10% of 1 changes nothing.
+# Autoscaling"): metrics are evaluated every 15 s, a scale-down waits for a 300 s stabilization
+# window, a scale-up does not wait, a ratio within 10% of 1 changes nothing, and the default
+# scale-up policy adds per period at most 100% of the pods or 4 pods, whichever is more.
 AUTOSCALE_PERIOD_S = 15.0
+HPA_SCALE_UP_PODS = 4
 SCALE_DOWN_COOLDOWN_S = 300.0
 AUTOSCALE_TOLERANCE = 0.1
 # A spot instance gets a two-minute interruption notice before EC2 reclaims it (AWS EC2 User
@@ -92,7 +94,11 @@ class AutoscaleConfig(Section):
     period_s: float = Field(default=AUTOSCALE_PERIOD_S, gt=0, description="evaluation period")
     window_s: float = Field(default=60.0, gt=0, description="utilization, slo: look-back")
     scale_up_cooldown_s: float = Field(default=0.0, ge=0, description="after any scaling")
-    scale_down_cooldown_s: float = Field(default=SCALE_DOWN_COOLDOWN_S, ge=0)
+    scale_down_cooldown_s: float = Field(
+        default=SCALE_DOWN_COOLDOWN_S,
+        ge=0,
+        description="scale-in only to the highest recommendation of this look-back, seconds",
+    )
 
     @model_validator(mode="after")
     def _fields_match_signal(self) -> AutoscaleConfig:

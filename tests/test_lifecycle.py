@@ -19,7 +19,10 @@ from tests.conftest import scenario
 from tests.test_golden_traces import assert_tables_identical
 from tests.test_step_compression import TIME_COLUMNS
 
-FAILURES = ("fleet.failures={mtbf_s=30, mttr_s=10}", "fleet.cold_start={provision_s=5, engine_start_s=3}")
+FAILURES = (
+    "fleet.failures={mtbf_s=30, mttr_s=10}",
+    "fleet.cold_start={provision_s=5, engine_start_s=3}",
+)
 RECLAIMS = (
     "fleet.pricing=spot",
     "economics.gpu_usd_per_hour=2.0",
@@ -67,7 +70,9 @@ def test_a_restarted_request_keeps_the_times_of_the_attempt_that_completed():
 
 def test_a_run_with_failures_that_never_come_equals_the_fixed_fleet():
     fixed = run(scenario("fleet.replicas=3", "workload.rate=12"))
-    never = run(scenario("fleet.replicas=3", "workload.rate=12", "fleet.failures={mtbf_s=1e15, mttr_s=10}"))
+    never = run(
+        scenario("fleet.replicas=3", "workload.rate=12", "fleet.failures={mtbf_s=1e15, mttr_s=10}")
+    )
     assert_tables_identical(never.steps, fixed.steps, "steps")
     assert never.requests["retries"].to_numpy().sum() == 0
     assert_tables_identical(never.requests.drop_columns(["retries"]), fixed.requests, "requests")
