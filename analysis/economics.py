@@ -31,6 +31,16 @@ def gpu_hours(data: RunData, pool: PoolSpec) -> float:
     return billed_gpu_hours(data, pool)
 
 
+def margin_with_background(money: dict, value_usd: float) -> float | None:
+    """The margin when the value of background work (USD) counts as revenue beside serving's:
+    (revenue + value - cost) / (revenue + value), from the economics block `money` (None
+    without prices)."""
+    if money.get("revenue_usd") is None:
+        return None
+    earned = money["revenue_usd"] + value_usd
+    return _ratio(earned - money["cost_usd"], earned)
+
+
 def energy_kwh(data: RunData, pool: PoolSpec) -> float:
     """Facility energy of a pool's GPUs over the run (kWh, PUE included); 0 without [energy].
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from analysis.economics import economics, pool_economics
+from analysis.economics import economics, margin_with_background, pool_economics
 from analysis.fleet import fleet_summary
 from analysis.metrics import (
     batching,
@@ -21,6 +21,10 @@ from analysis.utilization import fleet_utilization, pool_utilization
 def summarize(data: RunData) -> dict:
     """The summary of one run (the keys of summary.json; times in seconds, money in USD)."""
     measured = data.measured
+    money, fleet = economics(data), fleet_summary(data)
+    fleet["background"]["margin_with_background"] = margin_with_background(
+        money, fleet["background"]["value_usd"]
+    )
     return {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
@@ -32,10 +36,10 @@ def summarize(data: RunData) -> dict:
         "throughput": throughput(data),
         "utilization": fleet_utilization(data),
         "batching": batching(data),
-        "economics": economics(data),
+        "economics": money,
         "classes": per_class(data),
         "pools": per_pool(data),
-        "fleet": fleet_summary(data),
+        "fleet": fleet,
     }
 
 
@@ -65,6 +69,10 @@ def per_pool(data: RunData) -> dict[str, dict]:
 def per_class(data: RunData) -> dict[str, dict]:
     """Request counts and latency distributions of each request class (measured requests)."""
     measured = data.measured
+    money, fleet = economics(data), fleet_summary(data)
+    fleet["background"]["margin_with_background"] = margin_with_background(
+        money, fleet["background"]["value_usd"]
+    )
     return {
         str(name): {
             "requests": request_counts(group),
