@@ -1,14 +1,16 @@
-"""Curves over run directories: margin and latency against load, cost against the batch limit,
-a run's utilization timeline and its latency CDFs. Each curve is a pandas DataFrame (the CSV
-written beside its figure); every number comes from the runs' traces and resolved scenarios.
+"""Curves over run directories: margin and cost per million tokens against capacity utilization
+and load, latency against load, cost against the batch limit, a run's utilization timeline and
+its latency CDFs. Each curve is a pandas DataFrame (the CSV written beside its figure); every
+number comes from the runs' traces and resolved scenarios.
 
-Runs are grouped into series by what identifies them (scenario name, GPU, tp, replicas, pricing,
-offered load, batch limit) except the swept variable of the curve; a series is labelled with
-the scenario name and whichever of those fields differ between runs of that name.
+Runs are grouped into series by every scenario field that differs between them (GPU, tp, dtypes,
+prices, ...) except the swept variable of the curve and the seed; a series is labelled with the
+scenario name and the values of those fields.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,10 @@ from analysis.summary import summarize
 from analysis.utilization import fleet_timeline, replica_timeline
 
 IDENTITY = ("scenario", "gpu", "tp", "replicas", "pricing", "offered_rate_rps", "max_num_seqs")
+NOT_IDENTITY = ("base_dir", "sim.seed")  # differ between copies and seeds of one series
+LOAD_FIELDS = ("workload.rate", "workload.load_scale", "workload.schedule")  # what sets the load
+BATCH_LIMIT_FIELDS = ("batcher.max_num_seqs",)
+FIELD_PREFIX = "field:"  # run-table columns holding the scenario fields that differ between runs
 CDF_LEVELS = np.linspace(0.0, 1.0, 201)  # quantile levels stored for each latency CDF
 
 
@@ -34,16 +40,28 @@ class Run:
     summary: dict
 
 
-def load_runs(run_dirs: list[str | Path]) -> list[Run]:
-    """Load run directories (no simulation); labels are the directory names, made unique."""
-    runs, seen = [], set()
-    for d in run_dirs:
-        path = Path(d)
-        label = path.name if path.name not in seen else str(path)
-        seen.add(label)
+def load_runs(run_dirs: list[str | Path], target_margin: float = 0.0) -> list[Run]:
+    """Load run directories (no simulation); each is labelled by the shortest tail of its path
+    that tells it apart from the others."""
+    paths = [Path(d) for d in run_dirs]
+    runs = []
+    for label, path in zip(unique_labels(paths), paths, strict=True):
         data = load_run(path)
-        runs.append(Run(label, path, data, summarize(data)))
+        runs.append(Run(label, path, data, summarize(data, target_margin)))
     return runs
+
+
+def unique_labels(paths: list[Path]) -> list[str]:
+    """For each path the fewest trailing parts that no other path ends with."""
+    parts = [p.resolve().parts for p in paths]
+    labels = []
+    for mine in parts:
+        for n in range(1, len(mine) + 1):
+            tail = mine[-n:]
+            if sum(other[-n:] == tail for other in parts) == 1 or n == len(mine):
+                labels.append("/".join(tail))
+                break
+    return labels
 
 
 def offered_rate_rps(data: RunData) -> float:
@@ -79,9 +97,11 @@ def fleet_identity(data: RunData) -> dict[str, object]:
 
 
 def run_table(runs: list[Run]) -> pd.DataFrame:
-    """One row per run: what identifies it and its headline numbers (seconds, USD)."""
+    """One row per run: what identifies it, the scenario fields that differ between the runs
+    (columns ``field:<dotted name>``) and its headline numbers (seconds, USD)."""
+    fields = _differing_fields(runs)
     rows = []
-    for run in runs:
+    for run, differing in zip(runs, fields, strict=True):
         s, sc = run.summary, run.data.scenario
         eco, util, lat = s["economics"], s["utilization"], s["latency_s"]
         row = {
@@ -90,41 +110,87 @@ def run_table(runs: list[Run]) -> pd.DataFrame:
             **fleet_identity(run.data),
             "pricing": eco["pricing"],
             "offered_rate_rps": offered_rate_rps(run.data),
+            **{f"{FIELD_PREFIX}{k}": v for k, v in differing.items()},
             "completed": s["requests"]["completed"],
             "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
-            "gpu_busy_fraction": util["gpu_busy_fraction"],
-            "mfu": util["mfu"],
-            "kv_occupancy_mean": util["kv_occupancy_mean"],
+            "capacity_utilization": util.get("capacity_utilization"),
+            "nonidle_fraction": util.get("nonidle_fraction"),
+            "mfu_bf16_peak": util.get("mfu_bf16_peak"),
+            "kv_occupancy_mean": util.get("kv_occupancy_mean"),
+            "saturated": s["saturation"]["saturated"],
             "slo_ttft_s": _slo(run.data, "slo_ttft_s"),
             "slo_tpot_s": _slo(run.data, "slo_tpot_s"),
         }
         for metric in ("ttft", "tpot", "e2e"):
             for p in ("p50", "p90", "p99"):
                 row[f"{metric}_{p}_s"] = lat[metric][p]
-        for key in (
-            "gpu_hours",
-            "cost_usd",
-            "revenue_usd",
-            "margin",
-            "profit_usd_per_hour",
-            "cost_per_million_output_tokens_usd",
-            "revenue_per_gpu_hour_usd",
-            "break_even_usd_per_million_output_tokens",
-        ):
+        row["slo_missed"] = _slo_missed(row)
+        for key in MONEY_COLUMNS:
             row[key] = eco[key]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+MONEY_COLUMNS = (
+    "gpu_hours",
+    "cost_usd",
+    "revenue_usd",
+    "margin",
+    "profit_usd_per_hour",
+    "cost_per_million_input_tokens_usd",
+    "cost_per_million_output_tokens_usd",
+    "cost_per_million_tokens_usd",
+    "revenue_per_gpu_hour_usd",
+    "break_even_price_multiplier",
+    "price_cut_headroom",
+)
+
+
+def _slo_missed(row: dict) -> bool:
+    """Whether the run's TTFT or TPOT p99 exceeds the tightest SLO of its classes."""
+    missed = [
+        row[f"{m}_p99_s"] is not None and row[f"{m}_p99_s"] > row[f"slo_{m}_s"]
+        for m in ("ttft", "tpot")
+    ]
+    return any(missed)
+
+
+def _differing_fields(runs: list[Run]) -> list[dict[str, object]]:
+    """Per run, the flattened scenario fields whose values are not the same in every run."""
+    flat = []
+    for run in runs:
+        dump = run.data.scenario.model_dump(mode="json")
+        fields = pd.json_normalize(dump, sep=".").iloc[0].to_dict()
+        flat.append({k: _scalar(v) for k, v in fields.items() if k not in NOT_IDENTITY})
+    keys = list(dict.fromkeys(k for f in flat for k in f))
+    differing = [k for k in keys if len({f.get(k) for f in flat}) > 1]
+    return [{k: f.get(k) for k in differing} for f in flat]
+
+
+def _scalar(value: object) -> object:
+    """Lists (classes, schedules) as JSON text, so that they compare and group."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, list | dict) else value
+
+
 def with_series(table: pd.DataFrame, swept: tuple[str, ...]) -> pd.DataFrame:
-    """`table` with a `series` label: the scenario name, plus the identifying fields that differ
-    between runs of the same scenario name."""
-    fixed = [c for c in IDENTITY if c not in swept and c != "scenario"]
+    """`table` with a `series` label: the scenario name, plus the values of the scenario fields
+    that differ between its runs, except the `swept` fields (dotted names)."""
+    fixed = [
+        c
+        for c in table.columns
+        if c.startswith(FIELD_PREFIX) and c.removeprefix(FIELD_PREFIX) not in swept
+    ]
+    fixed = [c for c in fixed if c != f"{FIELD_PREFIX}name"]
     by_name = table.groupby("scenario")
     varying = [c for c in fixed if by_name[c].nunique(dropna=False).max() > 1]
+    short = {c: c.rsplit(".", 1)[-1] for c in varying}
+    if len(set(short.values())) < len(short):  # two fields of one name: keep their paths
+        short = {c: c.removeprefix(FIELD_PREFIX) for c in varying}
 
     def label(row: pd.Series) -> str:
-        extra = ", ".join(f"{c}={row[c]:g}" if _is_number(row[c]) else f"{row[c]}" for c in varying)
+        extra = ", ".join(
+            f"{short[c]}={row[c]:g}" if _is_number(row[c]) else f"{row[c]}" for c in varying
+        )
         return f"{row['scenario']} ({extra})" if extra else str(row["scenario"])
 
     out = table.copy()
@@ -144,39 +210,55 @@ def _curve(table: pd.DataFrame, x: str, ys: list[str], swept: tuple[str, ...]) -
 
 def margin_vs_load(table: pd.DataFrame) -> pd.DataFrame:
     """Gross margin and profit per hour against the offered load (requests/s)."""
-    ys = ["margin", "profit_usd_per_hour", "gpu_busy_fraction"]
-    return _curve(table, "offered_rate_rps", ys, ("offered_rate_rps",))
+    ys = ["margin", "profit_usd_per_hour", "capacity_utilization"]
+    return _curve(table, "offered_rate_rps", ys, LOAD_FIELDS)
 
 
 def margin_vs_utilization(table: pd.DataFrame) -> pd.DataFrame:
-    """Gross margin against the fleet's busy fraction and MFU (runs differing in load)."""
-    ys = ["mfu", "margin", "offered_rate_rps"]
-    return _curve(table, "gpu_busy_fraction", ys, ("offered_rate_rps",))
+    """Gross margin and cost per million input, output and all tokens against capacity
+    utilization (runs differing in load), with whether each run missed its SLOs."""
+    ys = [
+        "margin",
+        "cost_per_million_input_tokens_usd",
+        "cost_per_million_output_tokens_usd",
+        "cost_per_million_tokens_usd",
+        "slo_missed",
+        "saturated",
+        "offered_rate_rps",
+    ]
+    return _curve(table, "capacity_utilization", ys, LOAD_FIELDS)
 
 
 def cost_vs_batch_limit(table: pd.DataFrame) -> pd.DataFrame:
     """Cost per million output tokens against the batcher's max_num_seqs."""
     ys = ["cost_per_million_output_tokens_usd", "output_tokens_per_s"]
-    return _curve(table, "max_num_seqs", ys, ("max_num_seqs",))
+    return _curve(table, "max_num_seqs", ys, BATCH_LIMIT_FIELDS)
 
 
 def latency_vs_load(table: pd.DataFrame) -> pd.DataFrame:
     """TTFT and TPOT percentiles (s) and the classes' tightest SLOs against the offered load."""
     ys = [f"{m}_{p}_s" for m in ("ttft", "tpot") for p in ("p50", "p90", "p99")]
-    return _curve(
-        table, "offered_rate_rps", [*ys, "slo_ttft_s", "slo_tpot_s"], ("offered_rate_rps",)
-    )
+    return _curve(table, "offered_rate_rps", [*ys, "slo_ttft_s", "slo_tpot_s"], LOAD_FIELDS)
+
+
+def replica_capacities(run: Run) -> dict[str, float]:
+    """One replica's capacity (requests/s) of each pool, from the run's summary."""
+    pools = run.summary["pools"]
+    return {
+        p.name: (pools[p.name]["utilization"]["capacity_per_s"] or float("nan")) / p.replicas
+        for p in run.data.spec.pools
+    }
 
 
 def utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
     """The fleet's utilization per time window (columns of :func:`fleet_timeline`)."""
-    return fleet_timeline(replica_timeline(run.data, window_s))
+    return fleet_timeline(replica_timeline(run.data, replica_capacities(run), window_s))
 
 
 def pool_utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
     """Each pool's utilization per time window: a `pool` column and those of
     :func:`fleet_timeline`, over the pool's replicas."""
-    per_replica = replica_timeline(run.data, window_s)
+    per_replica = replica_timeline(run.data, replica_capacities(run), window_s)
     frames = [
         fleet_timeline(per_replica[per_replica["pool"] == p.name]).assign(pool=p.name)
         for p in run.data.spec.pools
@@ -201,7 +283,8 @@ def pool_table(runs: list[Run]) -> pd.DataFrame:
                     "completed": p["requests"]["completed"],
                     "requests_per_s": p["throughput"]["requests_per_s"],
                     "output_tokens_per_s": p["throughput"]["output_tokens_per_s"],
-                    "gpu_busy_fraction": p["utilization"]["gpu_busy_fraction"],
+                    "capacity_utilization": p["utilization"]["capacity_utilization"],
+                    "nonidle_fraction": p["utilization"]["nonidle_fraction"],
                     "kv_occupancy_mean": p["utilization"]["kv_occupancy_mean"],
                     "gpu_hours": p["gpu_hours"],
                     "cost_usd": p["cost_usd"],

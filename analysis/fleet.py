@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.rundata import RunData
+from analysis.window import Window
 from sim.runspec import PoolSpec
 
 SECONDS_PER_HOUR = 3600.0
 PROVISIONED = ("provisioning", "loading", "serving", "background", "standby", "draining", "failed")
+UP_FOR_SERVING = ("serving", "background", "draining")  # capacity: takes or finishes requests
 
 
 def state_intervals(data: RunData) -> pd.DataFrame:
@@ -45,18 +47,21 @@ def state_intervals(data: RunData) -> pd.DataFrame:
     return out[out["state"] != "gone"].reset_index(drop=True)
 
 
-def seconds_by_state(data: RunData) -> pd.DataFrame:
-    """Seconds each replica spent in each provisioned state (rows: replica; columns: state)."""
+def seconds_by_state(data: RunData, span: Window | None = None) -> pd.DataFrame:
+    """Seconds each replica spent in each provisioned state (rows: replica; columns: state),
+    inside `span` if given."""
     iv = state_intervals(data)
     iv = iv[iv["state"].isin(PROVISIONED)]
-    table = (iv["end_s"] - iv["start_s"]).groupby([iv["replica"], iv["state"]]).sum().unstack()
+    start, end = iv["start_s"].to_numpy(), iv["end_s"].to_numpy()
+    seconds = pd.Series(end - start if span is None else span.clip(start, end), index=iv.index)
+    table = seconds.groupby([iv["replica"], iv["state"]]).sum().unstack()
     table = table.reindex(index=range(data.num_replicas), columns=list(PROVISIONED))
     return table.fillna(0.0)
 
 
-def provisioned_s(data: RunData) -> np.ndarray:
-    """Seconds each replica was provisioned (index = replica)."""
-    return seconds_by_state(data).sum(axis=1).to_numpy()
+def provisioned_s(data: RunData, span: Window | None = None) -> np.ndarray:
+    """Seconds each replica was provisioned (index = replica), inside `span` if given."""
+    return seconds_by_state(data, span).sum(axis=1).to_numpy()
 
 
 def commitment(pool: PoolSpec) -> int:
@@ -65,12 +70,12 @@ def commitment(pool: PoolSpec) -> int:
     return (scale.bounds[1] if scale is not None else pool.replicas) + pool.lifecycle.spare
 
 
-def billed_gpu_hours(data: RunData, pool: PoolSpec) -> float:
-    """GPU-hours a pool is billed for: its commitment for the whole run (reserved, owned), or
-    every provisioned second of its replicas."""
+def billed_gpu_hours(data: RunData, pool: PoolSpec, span: Window) -> float:
+    """GPU-hours a pool is billed for over `span`: its whole commitment (reserved, owned), or
+    every provisioned second of its replicas inside `span`."""
     if pool.lifecycle.billed_always:
-        return commitment(pool) * pool.tp * data.simulated_s / SECONDS_PER_HOUR
-    seconds = provisioned_s(data)[data.pool_replicas(pool)].sum() if data.num_replicas else 0.0
+        return commitment(pool) * pool.tp * span.duration_s / SECONDS_PER_HOUR
+    seconds = provisioned_s(data, span)[data.pool_replicas(pool)].sum()
     return float(seconds) * pool.tp / SECONDS_PER_HOUR
 
 

@@ -9,10 +9,14 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
 * steps: a replica's intervals have end >= start, at least one iteration, and never overlap.
 * work conservation: no request waits (arrival to first scheduled) on its replica while that
   replica is idle. A request that arrives at an idle replica starts at once; one that could
-  never fit is rejected, so every waiting request fits an empty replica.
+  never fit is rejected, so every waiting request fits an empty replica. A run stopped at
+  duration_s (drain = false) records no interval still running then, so the time after a
+  replica's last recorded interval is not known to be idle and is not checked.
 * tokens: on each replica, the decode tokens of the steps trace (sum of iterations x
   decode_seqs) equal the output tokens of its completed requests minus the one token that each
-  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions). Prefill tokens
+  prefill (first or recomputing) emits: sum(output_tokens - 1 - preemptions) under recompute
+  preemption, sum(output_tokens - 1) under swap (a swapped-in request resumes decoding without
+  a prefill). Prefill tokens
   equal the prompt tokens of the scheduled requests, less those found in the prefix cache, when
   nothing was preempted (recomputations add prompt + generated tokens, which the traces do not
   hold, so then only >= is checked).
@@ -159,7 +163,7 @@ def _replica_laws(
     bound = padded or life.restarted  # lost attempts or padding in the steps: lower bounds
     return [
         work_conserving(req, steps, tol, hold_s, life, drained),
-        decode_tokens(req, steps, bound),
+        decode_tokens(req, steps, bound, getattr(batcher, "preemption", "recompute")),
         prefill_tokens(req, steps, bound),
         littles_law_decode(req, steps, tol, padded, paused, life.restarted),
         kv_within_capacity(steps, pool.kv_capacity_blocks),
@@ -330,16 +334,21 @@ def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) ->
     return values.groupby(replica).sum().reindex(replicas, fill_value=0).to_numpy()
 
 
-def decode_tokens(req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False) -> Invariant:
+def decode_tokens(
+    req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False, preemption: str = "recompute"
+) -> Invariant:
     """Decode tokens of the steps trace = output tokens of completed requests minus prefills.
 
-    Exact when no request is left in flight and batches are not padded; otherwise the steps also
-    hold tokens of unfinished requests or padding rows, so then only >= is required.
+    Every prefill emits one token: the first, and under `preemption` = "recompute" one per
+    preemption (a swapped-out request resumes decoding instead). Exact when no request is left
+    in flight and batches are not padded; otherwise the steps also hold tokens of unfinished
+    requests or padding rows, so then only >= is required.
     """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     decoded = _per_replica(steps["iterations"] * steps["decode_seqs"], steps["replica"], replicas)
     done = req[req["status"] == "completed"]
-    owed = _per_replica(done["output_tokens"] - 1 - done["preemptions"], done["replica"], replicas)
+    prefills = 1 + (done["preemptions"] if preemption == "recompute" else 0)
+    owed = _per_replica(done["output_tokens"] - prefills, done["replica"], replicas)
     settled = bool((req["status"] != "in_flight").all()) and not padded
     bad = replicas[decoded != owed] if settled else replicas[decoded < owed]
     return _result(

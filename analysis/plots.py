@@ -10,6 +10,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 STYLE = {
@@ -23,10 +24,15 @@ PERCENTILE_STYLES = {"p50": ":", "p90": "--", "p99": "-"}
 DPI = 110
 
 
+def with_extension(stem: Path, extension: str) -> Path:
+    """`stem` + `extension`, keeping every "." already in the name (unlike ``with_suffix``)."""
+    return stem.with_name(stem.name + extension)
+
+
 def save(fig: Figure, stem: Path) -> list[Path]:
     """Write `stem`.png and `stem`.svg; returns both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [with_extension(stem, ".png"), with_extension(stem, ".svg")]
     with matplotlib.rc_context(STYLE):
         fig.tight_layout()  # once, rather than a layout engine that reruns at every save
         fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
@@ -57,20 +63,19 @@ def _lines(
         if order is None:
             points = group.groupby(x, sort=True)[y].mean()
             xs, ys = points.index.to_numpy(dtype=float), points.to_numpy(dtype=float)
-        else:
-            group = group.sort_values(order, kind="stable")
-            xs, ys = group[x].to_numpy(dtype=float), group[y].to_numpy(dtype=float)
+        else:  # seeds of one point averaged first
+            points = group.groupby(order, sort=True)[[x, y]].mean()
+            xs, ys = points[x].to_numpy(dtype=float), points[y].to_numpy(dtype=float)
         style = {"marker": "o", "markersize": 3.5, "color": f"C{i}", "label": series, **kw}
         ax.plot(xs, ys * scale, **style)
 
 
 def _plain_log(ax: Axes, axis: str) -> None:
-    """A log scale whose tick labels are plain numbers (20, 50, 100), not powers of ten."""
+    """A log scale whose tick labels are plain numbers (10, 20, 50, 100), not powers of ten."""
     getattr(ax, f"set_{axis}scale")("log")
     target = ax.xaxis if axis == "x" else ax.yaxis
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    target.set_major_formatter(plain)
-    target.set_minor_formatter(plain)
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:e}"[0] in "25" else ""))
 
 
 MARGIN_FLOOR_PCT = -100.0  # margin axes stop here; lower points sit on the edge as triangles
@@ -116,20 +121,55 @@ def margin_vs_load(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+COST_STYLES = {  # cost per million tokens: column, line style, label
+    "cost_per_million_input_tokens_usd": ("--", "input"),
+    "cost_per_million_output_tokens_usd": ("-", "output"),
+    "cost_per_million_tokens_usd": (":", "blended"),
+}
+
+
 def margin_vs_utilization(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Gross margin (%) against the fleet's busy fraction and MFU (%), points joined in order
-    of offered load."""
+    """Gross margin (%) and cost per million input, output and blended tokens (USD) against
+    capacity utilization (%), points joined in order of offered load; each series' utilizations
+    from its first run that misses its SLOs on are shaded."""
     fig, (left, right) = _figure(2, title)
-    for ax, x, label in (
-        (left, "gpu_busy_fraction", "GPU busy (% of provisioned time)"),
-        (right, "mfu", "model FLOPs utilization (% of peak)"),
-    ):
-        scaled = curve.assign(**{x: curve[x] * 100.0})
-        _lines(ax, scaled, x, "margin", 100.0, order="offered_rate_rps")
-        _margin_axis(ax, curve, x, 100.0)
-        ax.set(xlabel=label, ylabel="gross margin (%)")
+    scaled = curve.assign(capacity_utilization=curve["capacity_utilization"] * 100.0)
+    _lines(left, scaled, "capacity_utilization", "margin", 100.0, order="offered_rate_rps")
+    _margin_axis(left, curve, "capacity_utilization", 100.0)
+    left.set(xlabel="capacity utilization (% of sustainable req/s)", ylabel="gross margin (%)")
+    for column, (dash, _) in COST_STYLES.items():
+        _lines(right, scaled, "capacity_utilization", column, order="offered_rate_rps", ls=dash)
+    right.set(xlabel="capacity utilization (% of sustainable req/s)", ylabel="USD per 1M tokens")
+    _plain_log(right, "y")  # input tokens cost a few cents, output tokens up to dollars
+    shaded = _shade_slo_missed(left, scaled)
+    _shade_slo_missed(right, scaled)
     _legend(left)
+    handles = [right.plot([], [], color="grey", ls=d, label=n)[0] for d, n in COST_STYLES.values()]
+    if shaded:
+        handles.append(Patch(color="grey", alpha=0.15, label="SLO p99 missed"))
+    right.legend(handles=handles, loc="best")
     return save(fig, stem)
+
+
+def _shade_slo_missed(ax: Axes, curve: pd.DataFrame) -> bool:
+    """Shade, per series in its colour, the utilizations from halfway between its last run that
+    meets its SLOs and its first run that misses one, to the right edge; returns whether
+    anything was shaded."""
+    series = sorted(curve["series"].unique())
+    right = max(100.0, float(curve["capacity_utilization"].max())) * 1.03
+    shaded = False
+    for name, group in curve.groupby("series"):
+        points = group.groupby("capacity_utilization", sort=True)["slo_missed"].max()
+        missed = points[points.astype(bool)]
+        if missed.empty:
+            continue
+        first = float(missed.index[0])
+        met = points[(points.index < first) & ~points.astype(bool)]
+        start = (float(met.index[-1]) + first) / 2.0 if len(met) else first
+        ax.axvspan(start, right, color=f"C{series.index(name)}", alpha=0.12, linewidth=0)
+        shaded = True
+    ax.set_xlim(right=right)
+    return shaded
 
 
 def cost_vs_batch_limit(curve: pd.DataFrame, title: str, stem: Path) -> list[Path]:
@@ -178,13 +218,14 @@ def _percentile_legend(ax: Axes, curve: pd.DataFrame) -> None:
 
 
 def utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Fleet busy fraction, MFU, MBU and KV occupancy (%), queue and running requests, and the
-    decode batch over the run, per time window."""
+    """Fleet capacity utilization, non-idle fraction, MFU, MBU and KV occupancy (%), queue and
+    running requests, and the decode batch over the run, per time window."""
     fig, (frac, queue, batch) = _figure(3, title, width=4.2)
     t = (timeline["window_start_s"] + timeline["window_end_s"]) / 2.0
     for column, label in (
-        ("busy_fraction", "GPU busy"),
-        ("mfu", "MFU"),
+        ("capacity_utilization", "capacity"),
+        ("nonidle_fraction", "non-idle"),
+        ("mfu_bf16_peak", "MFU (bf16 peak)"),
         ("mbu", "memory bandwidth"),
         ("kv_occupancy", "KV cache"),
     ):
@@ -201,14 +242,15 @@ def utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list
 
 
 def pool_utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list[Path]:
-    """Per pool: busy fraction and KV occupancy (%), and running requests, per time window."""
+    """Per pool: capacity utilization and KV occupancy (%), and running requests, per time
+    window."""
     fig, (busy, kv, running) = _figure(3, title, width=4.2)
     for i, (pool, group) in enumerate(timeline.groupby("pool", sort=False)):
         t = (group["window_start_s"] + group["window_end_s"]) / 2.0
-        busy.plot(t, group["busy_fraction"] * 100.0, color=f"C{i % 10}", label=pool)
+        busy.plot(t, group["capacity_utilization"] * 100.0, color=f"C{i % 10}", label=pool)
         kv.plot(t, group["kv_occupancy"] * 100.0, color=f"C{i % 10}", label=pool)
         running.plot(t, group["running_requests"], color=f"C{i % 10}", label=pool)
-    busy.set(xlabel="simulated time (s)", ylabel="GPU busy (%)", ylim=(0, 105))
+    busy.set(xlabel="simulated time (s)", ylabel="capacity utilization (%)", ylim=(0, 105))
     kv.set(xlabel="simulated time (s)", ylabel="KV cache occupancy (%)", ylim=(0, 105))
     running.set(xlabel="simulated time (s)", ylabel="running requests (time average)")
     for ax in (busy, kv, running):

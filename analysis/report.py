@@ -79,10 +79,12 @@ OVER_RUNS = (
         "margin_vs_utilization",
         curves.margin_vs_utilization,
         plots.margin_vs_utilization,
-        "gpu_busy_fraction",
+        "capacity_utilization",
         "utilizations",
         "margin",
-        "Gross margin against the fleet's busy fraction and model FLOPs utilization.",
+        "Gross margin and cost per million input, output and blended tokens against capacity "
+        "utilization (served requests/s over the fleet's sustainable requests/s for the run's "
+        "mix); shaded where a run's TTFT or TPOT p99 exceeds its SLO.",
     ),
     OverRuns(
         "latency_vs_load",
@@ -106,14 +108,31 @@ OVER_RUNS = (
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_") or "run"
+
+
+def _unique_slugs(labels: list[str]) -> list[str]:
+    """File-name slugs of `labels`, numbered where two labels give the same slug."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        slug = _slug(label)
+        seen[slug] = seen.get(slug, 0) + 1
+        out.append(slug if seen[slug] == 1 else f"{slug}-{seen[slug]}")
+    return out
 
 
 def build_report(
-    run_dirs: list[str | Path], out_dir: str | Path, window_s: float | None = None
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    window_s: float | None = None,
+    target_margin: float = 0.0,
 ) -> Report:
-    """Analyse `run_dirs` and write figures, CSVs, report.html and report.md into `out_dir`."""
-    runs = curves.load_runs(run_dirs)
+    """Analyse `run_dirs` and write figures, CSVs, report.html and report.md into `out_dir`.
+
+    `target_margin` sets each run's price-cut headroom (docs/economics.md).
+    """
+    runs = curves.load_runs(run_dirs, target_margin)
     report = Report(Path(out_dir))
     fig_dir = report.out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -124,11 +143,10 @@ def build_report(
 
     def add(name: str, title: str, caption: str, frame: pd.DataFrame, plot) -> None:
         stem = fig_dir / name
-        frame.to_csv(stem.with_suffix(".csv"), index=False)
+        csv = plots.with_extension(stem, ".csv")
+        frame.to_csv(csv, index=False)
         png, svg = plot(frame, title, stem)
-        report.figures.append(
-            ReportFigure(name, title, caption, png, svg, stem.with_suffix(".csv"))
-        )
+        report.figures.append(ReportFigure(name, title, caption, png, svg, csv))
 
     for c in OVER_RUNS:
         curve = c.make(table)
@@ -146,12 +164,14 @@ def build_report(
         curves.latency_cdfs(runs),
         plots.latency_cdfs,
     )
-    for run in runs:
+    for run, slug in zip(runs, _unique_slugs([r.label for r in runs]), strict=True):
         add(
-            f"utilization_timeline_{_slug(run.label)}",
+            f"utilization_timeline_{slug}",
             f"Utilization timeline: {run.data.scenario.name} ({run.label})",
-            "Fleet busy fraction, MFU, memory-bandwidth utilization and KV occupancy; queued "
-            "and running requests; decode batch, per time window.",
+            "Fleet capacity utilization (requests served, each spread over its time in service, "
+            "over the sustainable rate), non-idle fraction, MFU against the bf16 peak, "
+            "memory-bandwidth utilization and KV occupancy; queued and running requests; decode "
+            "batch, per time window.",
             curves.utilization_timeline(run, window_s),
             plots.utilization_timeline,
         )
@@ -159,7 +179,7 @@ def build_report(
             add(
                 f"pool_utilization_{_slug(run.label)}",
                 f"Utilization by pool: {run.data.scenario.name} ({run.label})",
-                "Each pool's busy fraction and KV occupancy (means over its replicas) and its "
+                "Each pool's capacity utilization and KV occupancy (over its replicas) and its "
                 "running requests, per time window.",
                 curves.pool_utilization_timeline(run, window_s),
                 plots.pool_utilization_timeline,
@@ -187,6 +207,11 @@ def _fmt(spec: str, scale: float = 1.0) -> Formatter:
     return f
 
 
+WINDOW_NOTE = (
+    "Every number is computed from the runs' traces, over each run's measurement window (end of "
+    "the warm-up to the last arrival): latency of the requests that arrived in it, throughput, "
+    "utilization, cost and revenue of the work done in it; money in USD (docs/economics.md)."
+)
 TEXT = _fmt("")
 PERFORMANCE = {
     "run": ("run", TEXT),
@@ -197,8 +222,9 @@ PERFORMANCE = {
     "offered_rate_rps": ("load (req/s)", _fmt(".3g")),
     "completed": ("completed", TEXT),
     "output_tokens_per_s": ("output tok/s", _fmt(".0f")),
-    "gpu_busy_fraction": ("GPU busy %", _fmt(".1f", 100)),
-    "mfu": ("MFU %", _fmt(".1f", 100)),
+    "capacity_utilization": ("capacity util %", _fmt(".1f", 100)),
+    "nonidle_fraction": ("non-idle %", _fmt(".1f", 100)),
+    "mfu_bf16_peak": ("MFU % (bf16)", _fmt(".1f", 100)),
     "kv_occupancy_mean": ("KV %", _fmt(".1f", 100)),
     "ttft_p99_s": ("TTFT p99 ms", _fmt(".0f", 1e3)),
     "tpot_p99_s": ("TPOT p99 ms", _fmt(".1f", 1e3)),
@@ -212,8 +238,11 @@ MONEY = {
     "margin": ("margin %", _fmt(".1f", 100)),
     "profit_usd_per_hour": ("profit $/h", _fmt(".2f")),
     "revenue_per_gpu_hour_usd": ("revenue $/GPU-h", _fmt(".2f")),
+    "cost_per_million_input_tokens_usd": ("cost $/1M in", _fmt(".3f")),
     "cost_per_million_output_tokens_usd": ("cost $/1M out", _fmt(".3f")),
-    "break_even_usd_per_million_output_tokens": ("break-even $/1M out", _fmt(".3f")),
+    "cost_per_million_tokens_usd": ("cost $/1M all", _fmt(".3f")),
+    "break_even_price_multiplier": ("break-even x prices", _fmt(".3f")),
+    "price_cut_headroom": ("price cut headroom %", _fmt(".1f", 100)),
 }
 
 
@@ -227,16 +256,17 @@ POOLS = {
     "completed": ("completed", TEXT),
     "requests_per_s": ("req/s", _fmt(".2f")),
     "output_tokens_per_s": ("output tok/s", _fmt(".0f")),
-    "gpu_busy_fraction": ("GPU busy %", _fmt(".1f", 100)),
+    "capacity_utilization": ("capacity util %", _fmt(".1f", 100)),
+    "nonidle_fraction": ("non-idle %", _fmt(".1f", 100)),
     "kv_occupancy_mean": ("KV %", _fmt(".1f", 100)),
     "cost_usd": ("cost $", _fmt(".2f")),
     "revenue_usd": ("revenue $", _fmt(".2f")),
     "margin": ("margin %", _fmt(".1f", 100)),
 }
 POOLS_NOTE = (
-    "Per pool of each run with several pools: its measured requests and throughput, its "
-    "replicas' utilization, and its cost and revenue over the whole run (pools' costs add up "
-    "to the fleet's)."
+    "Per pool of each run with several pools: its measured requests, the throughput it served "
+    "and its replicas' utilization (capacity utilization against its own capacity), and its "
+    "cost and revenue over the measurement window (pools' costs add up to the fleet's)."
 )
 
 
@@ -272,8 +302,7 @@ def _html(report: Report, table: pd.DataFrame, pools: pd.DataFrame, names: str) 
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Report: {html.escape(names)}</title><style>{CSS}</style></head><body>",
         f"<h1>Report: {html.escape(names)}</h1>",
-        f"<p>{len(table)} run(s). Every number is computed from the runs' traces; money in USD, "
-        "cost and revenue over the whole run, latency over measured requests.</p>",
+        f"<p>{len(table)} run(s). {WINDOW_NOTE}</p>",
         "<h2>Performance</h2>",
         _html_table(table, PERFORMANCE),
         "<h2>Economics</h2>",
@@ -311,8 +340,7 @@ def _markdown(report: Report, table: pd.DataFrame, pools: pd.DataFrame, names: s
     parts = [
         f"# Report: {names}",
         "",
-        f"{len(table)} run(s). Every number is computed from the runs' traces; money in USD, "
-        "cost and revenue over the whole run, latency over measured requests.",
+        f"{len(table)} run(s). {WINDOW_NOTE}",
         "",
         "## Performance",
         "",

@@ -10,12 +10,13 @@ files or price table.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
@@ -23,7 +24,13 @@ from sim.runspec import PoolSpec, RunSpec, read_run_spec
 from sim.scenario import Scenario
 
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
+REJECTIONS_FILE = "rejections.parquet"  # written only when a request was rejected
 FLEET_FILE = "fleet.parquet"  # written by every run since fleets change over time
+
+
+def no_rejections() -> pd.DataFrame:
+    """The rejections table of a run that rejected nothing."""
+    return pd.DataFrame({"request_id": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str)})
 
 
 def initial_fleet(spec: RunSpec) -> pd.DataFrame:
@@ -44,13 +51,15 @@ def initial_fleet(spec: RunSpec) -> pd.DataFrame:
 
 @dataclass
 class RunData:
-    """Traces and facts of one run. Times in seconds; `fleet`: every change of a replica's
-    state (fleet.parquet; None: the run's fixed fleet)."""
+    """Traces and facts of one run. Times in seconds; `rejections`: request_id and reason of
+    each rejected request; `fleet`: every change of a replica's state (fleet.parquet; None:
+    the run's fixed fleet)."""
 
     requests: pd.DataFrame
     steps: pd.DataFrame
     spec: RunSpec
     run: dict
+    rejections: pd.DataFrame = field(default_factory=no_rejections)
     fleet: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
@@ -77,7 +86,9 @@ class RunData:
 
     def pool_replicas(self, pool: PoolSpec) -> np.ndarray:
         """The fleet-wide indices of `pool`'s replicas (all that existed during the run)."""
-        return np.array([i for i, p in enumerate(self.replica_pool) if p.index == pool.index])
+        return np.array(
+            [i for i, p in enumerate(self.replica_pool) if p.index == pool.index], dtype=np.int64
+        )
 
     @property
     def simulated_s(self) -> float:
@@ -101,26 +112,48 @@ class RunData:
     @classmethod
     def from_result(cls, result) -> RunData:
         """From an in-memory ``sim.engine.RunResult``."""
+        rejections = result.rejections
         return cls(
             result.requests.to_pandas(),
             result.steps.to_pandas(),
             result.spec,
             result.run_facts(),
+            no_rejections() if rejections is None else rejections.to_pandas(),
             result.fleet.to_pandas(),
         )
 
 
 def load_run(run_dir: str | Path) -> RunData:
-    """Read a run directory written by ``python -m sim run`` (or a sweep)."""
+    """Read a run directory written by ``python -m sim run`` (or a sweep); UserError naming
+    the file when one is missing or damaged."""
     run_dir = Path(run_dir)
     missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
     if missing:
         raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
-    fleet = run_dir / FLEET_FILE
+    rejections, fleet = run_dir / REJECTIONS_FILE, run_dir / FLEET_FILE
     return RunData(
-        pq.read_table(run_dir / "requests.parquet").to_pandas(),
-        pq.read_table(run_dir / "steps.parquet").to_pandas(),
+        read_parquet(run_dir / "requests.parquet"),
+        read_parquet(run_dir / "steps.parquet"),
         read_run_spec(run_dir / "scenario.json"),
-        json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
-        pq.read_table(fleet).to_pandas() if fleet.exists() else None,
+        _read_json(run_dir / "run.json"),
+        read_parquet(rejections) if rejections.exists() else no_rejections(),
+        read_parquet(fleet) if fleet.exists() else None,
     )
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A trace table; UserError when the file is empty, truncated or not Parquet."""
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise UserError(f"{path}: {_DAMAGED} ({exc})") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{path}: {_DAMAGED} ({exc})") from None
+
+
+_DAMAGED = "cannot be read: the file is empty, truncated or damaged; rerun the run"

@@ -1,11 +1,26 @@
-"""Utilization from the traces: per replica and fleet, over the run or over time windows.
+"""Utilization from the traces: per replica and fleet, over the measurement window or over time
+windows of the whole run.
 
-Busy fraction: time running iterations / provisioned time. MFU and memory-bandwidth utilization
-(MBU): FLOPs and bytes the recorded iterations imply, counted from the model shape, over the
-replica's peak (datasheet FLOP/s of the weight dtype, and HBM bandwidth, times tp GPUs). KV
-occupancy: blocks in use / capacity (0 while idle). Queue length: requests routed to the
-replica, arrived and not yet scheduled. Running: scheduled and not finished (a preempted
-request stays counted). Decode batch: sequences decoding per iteration, averaged over busy time.
+Capacity utilization: requests served per second over the capacity of a replica kept full for
+the run's own workload mix (``analysis.capacity``): the planner's "running at 20% of capacity".
+Over the measurement window, served = completed inside it (as the throughput counts); over the
+time windows of a timeline, a completed request counts as served evenly over its time in service
+(first scheduled to finish), which is smoother and equal in the steady state. Non-idle fraction:
+time running any iteration / provisioned time; it reads near 1 from low loads on, since one
+request keeps a replica non-idle.
+A fleet that changes over time (fleet.parquet) counts each replica only while it is *up* for
+serving (serving, draining or lent to background work, which a request takes back): the
+fractions of a replica are over its up time, the fleet's are up-time weighted means, and the
+fleet's capacity is each replica's capacity times its share of the window it was up. Standby,
+starting and failed replicas add no capacity (they are billed: analysis.fleet). For a fixed
+fleet every replica is up for the whole run, so nothing changes.
+MFU: FLOPs the recorded iterations imply, counted from the model shape, over the replica's dense
+peak FLOP/s, both against the bf16 peak (comparable across weight dtypes) and against the peak of
+the weight dtype (the units the GEMMs run on). MBU: bytes over HBM bandwidth. Peaks are per GPU
+times tp. KV occupancy: blocks in use / capacity (0 while idle). Queue length: requests routed to
+the replica, arrived and not yet scheduled. Running: scheduled and not finished (a preempted
+request stays counted). Decode batch: sequences decoding per iteration, averaged over non-idle
+time.
 
 Counting (docs/economics.md): linear layers 2 FLOPs per active parameter per token, LM head for
 each decode token; attention 4 x layers x heads x head_dim FLOPs per attended position of a
@@ -17,15 +32,39 @@ and logits are left out: MFU and MBU are slight lower bounds when prefill is pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from analysis.fleet import PROVISIONED, provisioned_s, state_intervals
+from analysis.fleet import PROVISIONED, UP_FOR_SERVING, state_intervals
 from analysis.rundata import RunData
+from analysis.window import Window, completed_in
 from sim.catalog import BYTES_PER_DTYPE
 from sim.runspec import PoolSpec
+
+FRACTIONS = (
+    "capacity_utilization",
+    "nonidle_fraction",
+    "mfu_bf16_peak",
+    "mfu_weight_dtype_peak",
+    "mbu",
+    "kv_occupancy",
+)
+COUNTS = ("queue_length", "running_requests")
+UTILIZATION_KEYS = (  # of the summary's utilization block
+    "capacity_utilization",
+    "capacity_per_s",
+    "nonidle_fraction",
+    "kv_occupancy_mean",
+    "mfu_bf16_peak",
+    "mfu_weight_dtype_peak",
+    "memory_bandwidth_utilization",
+    "queue_length_mean",
+    "running_requests_mean",
+    "decode_batch_mean",
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +79,8 @@ class ShapeCounts:
     kv_bytes_per_token: float
     experts: int
     experts_per_token: int
-    peak_flops: float
+    peak_bf16_flops: float
+    peak_weight_dtype_flops: float
     peak_bytes_per_s: float
 
     @classmethod
@@ -59,7 +99,8 @@ class ShapeCounts:
             kv_bytes_per_token=m.kv_values_per_token * BYTES_PER_DTYPE[pool.kv_dtype],
             experts=m.experts,
             experts_per_token=m.experts_per_token,
-            peak_flops=gpu.peak_flops(pool.weight_dtype) * tp,
+            peak_bf16_flops=gpu.peak_flops("bf16") * tp,
+            peak_weight_dtype_flops=gpu.peak_flops(pool.weight_dtype) * tp,
             peak_bytes_per_s=gpu.mem_bw_gb_s * 1e9 * tp,
         )
 
@@ -119,16 +160,34 @@ def integrate_windows(
 
 
 def _request_spans(data: RunData) -> dict[str, pd.DataFrame]:
-    """Per routed request: its queued span and its running span (open spans end with the run)."""
+    """Per request: its queued span and running span (open spans end with the run), and the
+    service span of a completed one, valued 1 / its length (requests served per second)."""
     r = data.requests[data.requests["status"] != "rejected"]
     end = data.simulated_s
     scheduled = r["first_scheduled_s"].fillna(end)
+    done = r[r["status"] == "completed"]
+    service_s = (done["finish_s"] - done["first_scheduled_s"]).to_numpy()
+    with np.errstate(divide="ignore"):
+        rate = np.where(service_s > 0, 1.0 / service_s, 0.0)
     return {
         "queue_length": pd.DataFrame(
-            {"replica": r["replica"], "start_s": r["arrival_s"], "end_s": scheduled}
+            {"replica": r["replica"], "start_s": r["arrival_s"], "end_s": scheduled, "value": 1.0}
         ),
         "running_requests": pd.DataFrame(
-            {"replica": r["replica"], "start_s": scheduled, "end_s": r["finish_s"].fillna(end)}
+            {
+                "replica": r["replica"],
+                "start_s": scheduled,
+                "end_s": r["finish_s"].fillna(end),
+                "value": 1.0,
+            }
+        ),
+        "served": pd.DataFrame(
+            {
+                "replica": done["replica"],
+                "start_s": done["first_scheduled_s"],
+                "end_s": done["finish_s"],
+                "value": rate,
+            }
         ),
     }
 
@@ -149,23 +208,58 @@ def default_window_s(simulated_s: float, windows: int = 100) -> float:
     raise AssertionError("unreachable")
 
 
-def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFrame:
-    """Per replica (and its pool's name) and window: busy_fraction, mfu, mbu, kv_occupancy,
-    queue_length, running_requests (time averages) and decode_batch (mean over busy time; NaN
-    when idle)."""
+def replica_timeline(
+    data: RunData, capacity_per_s: Mapping[str, float], window_s: float | None = None
+) -> pd.DataFrame:
+    """Per replica (and its pool's name) and time window of the whole run: the fractions of
+    FRACTIONS and the counts of COUNTS (time averages), decode_batch (mean over non-idle time;
+    NaN when idle) and nonidle_s. `capacity_per_s`: one replica's capacity (requests/s) by pool
+    name (``analysis.capacity.pool_capacities``)."""
     window_s = window_s or default_window_s(data.simulated_s)
-    edges = window_edges(data.simulated_s, window_s)
+    return _replica_windows(data, window_edges(data.simulated_s, window_s), capacity_per_s)
+
+
+def replica_totals(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> pd.DataFrame:
+    """Per replica over the measurement `window` (the columns of :func:`replica_timeline`, and
+    `completed` and `capacity_per_s`); capacity utilization counts the requests each replica
+    completed inside the window."""
+    edges = np.array([window.start_s, window.end_s])
+    totals = _replica_windows(data, edges, capacity_per_s)
+    totals = totals.set_index("replica").drop(columns=["window_start_s", "window_end_s"])
+    done = completed_in(data, window).groupby("replica").size()
+    totals["completed"] = done.reindex(totals.index, fill_value=0).to_numpy(np.float64)
+    totals["capacity_per_s"] = totals["pool"].map(capacity_per_s).astype(np.float64)
+    totals["capacity_utilization"] = totals["completed"] / (
+        totals["up_s"] * totals["capacity_per_s"]
+    )
+    return totals
+
+
+def _replica_windows(
+    data: RunData, edges: np.ndarray, capacity_per_s: Mapping[str, float]
+) -> pd.DataFrame:
     length = np.diff(edges)
     counts = {p.index: ShapeCounts.of(p) for p in data.spec.pools}
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
+    up = state_intervals(data)
+    up = up[up["state"].isin(UP_FOR_SERVING)]
     for replica, pool in enumerate(data.replica_pool):
         w = work[work["replica"] == replica]
+        mine_up = up[up["replica"] == replica]
+        up_s = integrate_windows(
+            mine_up["start_s"].to_numpy(),
+            mine_up["end_s"].to_numpy(),
+            np.ones(len(mine_up)),
+            edges,
+        )
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
         rate = {
-            "busy": np.ones(len(w)),
+            "nonidle": np.ones(len(w)),
             "flops": _per_second(w["flops"].to_numpy(), duration),
             "bytes": _per_second(w["bytes"].to_numpy(), duration),
             "kv": w["kv_blocks_used"].to_numpy(np.float64),
@@ -175,10 +269,16 @@ def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFra
         for name, span in spans.items():
             mine = span[span["replica"] == replica]
             area[name] = integrate_windows(
-                mine["start_s"].to_numpy(), mine["end_s"].to_numpy(), np.ones(len(mine)), edges
+                mine["start_s"].to_numpy(),
+                mine["end_s"].to_numpy(),
+                mine["value"].to_numpy(np.float64),
+                edges,
             )
+        c = counts[pool.index]
         with np.errstate(invalid="ignore", divide="ignore"):
-            batch = np.where(area["busy"] > 0, area["batch"] / area["busy"], np.nan)
+            batch = np.where(area["nonidle"] > 0, area["batch"] / area["nonidle"], np.nan)
+            served = area["served"] / (up_s * capacity_per_s[pool.name])
+            fraction = {k: area[k] / up_s for k in ("nonidle", "flops", "bytes", "kv")}
         frames.append(
             pd.DataFrame(
                 {
@@ -186,14 +286,17 @@ def replica_timeline(data: RunData, window_s: float | None = None) -> pd.DataFra
                     "pool": pool.name,
                     "window_start_s": edges[:-1],
                     "window_end_s": edges[1:],
-                    "busy_fraction": area["busy"] / length,
-                    "mfu": area["flops"] / (length * counts[pool.index].peak_flops),
-                    "mbu": area["bytes"] / (length * counts[pool.index].peak_bytes_per_s),
-                    "kv_occupancy": area["kv"] / (length * pool.kv_capacity_blocks),
+                    "capacity_utilization": served,
+                    "nonidle_fraction": fraction["nonidle"],
+                    "mfu_bf16_peak": fraction["flops"] / c.peak_bf16_flops,
+                    "mfu_weight_dtype_peak": fraction["flops"] / c.peak_weight_dtype_flops,
+                    "mbu": fraction["bytes"] / c.peak_bytes_per_s,
+                    "kv_occupancy": fraction["kv"] / pool.kv_capacity_blocks,
                     "queue_length": area["queue_length"] / length,
                     "running_requests": area["running_requests"] / length,
                     "decode_batch": batch,
-                    "busy_s": area["busy"],
+                    "nonidle_s": area["nonidle"],
+                    "up_s": up_s,
                 }
             )
         )
@@ -207,60 +310,87 @@ def _per_second(total: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 
 def fleet_timeline(per_replica: pd.DataFrame) -> pd.DataFrame:
-    """The fleet per window: means over replicas of fractions, sums of counts."""
+    """The fleet per window: means over replicas of fractions (weighted by their up time),
+    sums of counts."""
     g = per_replica.groupby(["window_start_s", "window_end_s"], sort=True)
-    fleet = g[["busy_fraction", "mfu", "mbu", "kv_occupancy"]].mean()
-    fleet[["queue_length", "running_requests"]] = g[["queue_length", "running_requests"]].sum()
-    weighted = (per_replica["decode_batch"].fillna(0.0) * per_replica["busy_s"]).groupby(
+    fleet = (
+        _up_weighted(per_replica, list(FRACTIONS))
+        .groupby([per_replica["window_start_s"], per_replica["window_end_s"]], sort=True)
+        .sum()
+    )
+    fleet = fleet.div(g["up_s"].sum().replace(0.0, np.nan), axis=0)
+    fleet[list(COUNTS)] = g[list(COUNTS)].sum()
+    weighted = (per_replica["decode_batch"].fillna(0.0) * per_replica["nonidle_s"]).groupby(
         [per_replica["window_start_s"], per_replica["window_end_s"]]
     )
-    busy = g["busy_s"].sum()
-    fleet["decode_batch"] = (weighted.sum() / busy).where(busy > 0)
+    nonidle = g["nonidle_s"].sum()
+    fleet["decode_batch"] = (weighted.sum() / nonidle).where(nonidle > 0)
     return fleet.reset_index()
 
 
-def busy_s_per_replica(data: RunData) -> np.ndarray:
-    """Seconds each replica spent running iterations (index = replica)."""
+def _up_weighted(per_replica: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`columns` times each row's up time (NaN where the replica was not up: 0)."""
+    return per_replica[columns].fillna(0.0).mul(per_replica["up_s"], axis=0)
+
+
+def nonidle_s_per_replica(data: RunData, window: Window | None = None) -> np.ndarray:
+    """Seconds each replica spent running iterations (index = replica), inside `window` if given."""
     steps = data.steps
-    busy = (steps["end_s"] - steps["start_s"]).groupby(steps["replica"]).sum()
-    return busy.reindex(range(data.num_replicas), fill_value=0.0).to_numpy()
+    start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
+    seconds = end - start if window is None else window.clip(start, end)
+    per = pd.Series(seconds).groupby(steps["replica"].to_numpy()).sum()
+    return per.reindex(range(data.num_replicas), fill_value=0.0).to_numpy()
 
 
-def replica_totals(data: RunData) -> pd.DataFrame:
-    """Per replica over the whole run: busy_s, busy_fraction, mfu, mbu, kv_occupancy,
-    queue_length, running_requests and decode_batch (as in :func:`replica_timeline`)."""
-    timeline = replica_timeline(data, window_s=data.simulated_s)
-    busy_s = busy_s_per_replica(data)
-    totals = timeline.set_index("replica").drop(columns=["window_start_s", "window_end_s"])
-    totals["busy_s"] = busy_s
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN for a replica never provisioned
-        totals["busy_fraction"] = busy_s / provisioned_s(data)
-    return totals
+def fleet_utilization(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> dict[str, float | None]:
+    """The utilization block of summary.json: the fleet over the measurement window.
+
+    `capacity_per_s`: one replica's capacity (requests/s) by pool name.
+    """
+    if window.duration_s <= 0:  # the warm-up outlasted the arrivals: nothing was measured
+        return _unmeasured(data.spec.pools, capacity_per_s)
+    return _utilization(replica_totals(data, window, capacity_per_s), window)
 
 
-def fleet_utilization(data: RunData) -> dict[str, float | None]:
-    """The utilization block of summary.json: fleet means over the whole run."""
-    return _utilization(replica_totals(data))
+def pool_utilization(
+    data: RunData, window: Window, capacity_per_s: Mapping[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """The utilization block of each pool (over its replicas), by pool name."""
+    if window.duration_s <= 0:
+        return {p.name: _unmeasured((p,), capacity_per_s) for p in data.spec.pools}
+    totals = replica_totals(data, window, capacity_per_s)
+    return {p.name: _utilization(totals[totals["pool"] == p.name], window) for p in data.spec.pools}
 
 
-def pool_utilization(data: RunData) -> dict[str, dict[str, float | None]]:
-    """The utilization block of each pool (means over its replicas), by pool name."""
-    totals = replica_totals(data)
-    return {p.name: _utilization(totals[totals["pool"] == p.name]) for p in data.spec.pools}
+def _unmeasured(pools, capacity_per_s: Mapping[str, float]) -> dict[str, float | None]:
+    capacity = sum(p.replicas * capacity_per_s[p.name] for p in pools)
+    return {**dict.fromkeys(UTILIZATION_KEYS), "capacity_per_s": capacity}
 
 
-def _utilization(totals: pd.DataFrame) -> dict[str, float | None]:
-    """Means over the replicas of `totals` (sums for queue and running counts)."""
-    busy = float(totals["busy_s"].sum())
-    batch = (totals["decode_batch"].fillna(0.0) * totals["busy_s"]).sum()
+def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None]:
+    """Over the replicas of `totals`: capacity utilization (their completions over their
+    capacity, each replica's for the share of the window it was up), up-time weighted means of
+    the other fractions, sums of the queue and running counts."""
+    up_share = totals["up_s"] / window.duration_s
+    capacity = float((totals["capacity_per_s"] * up_share).sum())
+    served = float(totals["completed"].sum()) / window.duration_s  # requests/s
+    nonidle = float(totals["nonidle_s"].sum())
+    batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
+    up_s = float(totals["up_s"].sum())
+    mean = _up_weighted(totals, list(FRACTIONS)).sum() / up_s if up_s > 0 else None
     return {
-        "gpu_busy_fraction": float(totals["busy_fraction"].mean()),
-        "kv_occupancy_mean": float(totals["kv_occupancy"].mean()),
-        "mfu": float(totals["mfu"].mean()),
-        "memory_bandwidth_utilization": float(totals["mbu"].mean()),
+        "capacity_utilization": served / capacity if capacity > 0 else None,
+        "capacity_per_s": capacity,
+        "nonidle_fraction": None if mean is None else float(mean["nonidle_fraction"]),
+        "kv_occupancy_mean": None if mean is None else float(mean["kv_occupancy"]),
+        "mfu_bf16_peak": None if mean is None else float(mean["mfu_bf16_peak"]),
+        "mfu_weight_dtype_peak": None if mean is None else float(mean["mfu_weight_dtype_peak"]),
+        "memory_bandwidth_utilization": None if mean is None else float(mean["mbu"]),
         "queue_length_mean": float(totals["queue_length"].sum()),
         "running_requests_mean": float(totals["running_requests"].sum()),
-        "decode_batch_mean": float(batch / busy) if busy > 0 else None,
+        "decode_batch_mean": float(batch / nonidle) if nonidle > 0 else None,
     }
 
 
@@ -272,16 +402,15 @@ def replicas_by_state(data: RunData, edges: np.ndarray) -> pd.DataFrame:
     frames = []
     for pool in data.spec.pools:
         mine = iv[iv["pool"] == pool.name]
-        columns = {
-            state: integrate_windows(
-                mine.loc[mine["state"] == state, "start_s"].to_numpy(),
-                mine.loc[mine["state"] == state, "end_s"].to_numpy(),
-                np.ones(int((mine["state"] == state).sum())),
-                edges,
+        columns = {}
+        for state in PROVISIONED:
+            rows = mine[mine["state"] == state]
+            columns[state] = (
+                integrate_windows(
+                    rows["start_s"].to_numpy(), rows["end_s"].to_numpy(), np.ones(len(rows)), edges
+                )
+                / length
             )
-            / length
-            for state in PROVISIONED
-        }
         frames.append(
             pd.DataFrame(
                 {"pool": pool.name, "window_start_s": edges[:-1], "window_end_s": edges[1:]}

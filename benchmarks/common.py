@@ -31,7 +31,7 @@ WARMUP_REQUESTS = 200  # a small run first, so imports and trace parsing are not
 def fleet_scenario(
     replicas: int, num_requests: int, rate: float, step_compression: bool = True, seed: int = 1
 ) -> Scenario:
-    """Llama-3-8B on H100 (tp 1), continuous batching, Poisson arrivals at `rate` req/s.
+    """Llama-3.1-8B on H100 (tp 1), continuous batching, Poisson arrivals at `rate` req/s.
 
     Prompt and output lengths are resampled together (same rows) from the Azure LLM inference
     trace 2023, conversation part.
@@ -51,7 +51,7 @@ def fleet_scenario(
                     {"name": "chat", "prompt_tokens": AZURE_CONV, "output_tokens": AZURE_CONV}
                 ],
             },
-            "model": {"name": "llama-3-8b"},
+            "model": {"name": "llama-3.1-8b"},
             "fleet": {"gpu": "h100", "tp": 1, "replicas": replicas, "router": "least_outstanding"},
             "batcher": {"kind": "continuous"},
             "perf": {"kind": "roofline"},

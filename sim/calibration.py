@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.catalog import Accelerator, ModelShape, builtin_accelerators
+from sim.catalog import Accelerator, ModelShape, builtin_accelerators, canonical_id
 from sim.errors import UserError
 from sim.noise import MarkovLognormal, StepNoise
 from sim.perf import DECODE_ATTENTION, PerfParams, Roofline
@@ -127,6 +127,8 @@ def read_profile(
         df["gpu"] = df["gpu"].fillna(gpu)
     for column, default in (("tp", tp), ("experts", 1), ("experts_per_token", 1)):
         df[column] = df[column].fillna(default) if column in df.columns else default
+    ids = builtin_accelerators()  # GPU names in any case: H200 is h200
+    df["gpu"] = df["gpu"].map(lambda g: canonical_id(g, ids) if isinstance(g, str) else g)
     _check_values(df, path, timed)
     df["wdtype"] = df["dtype"].map(DTYPE_NAMES)
     return df

@@ -7,6 +7,7 @@ Entries live in ``sim/data/catalog.toml`` (each with its source); a scenario may
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 
@@ -18,7 +19,7 @@ BYTES_PER_DTYPE: dict[str, float] = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8
 class Accelerator(BaseModel):
     """Datasheet figures of one accelerator (dense peaks; units in the field names)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     bf16_tflops: float = Field(gt=0, description="dense BF16 peak, TFLOP/s")
@@ -31,6 +32,12 @@ class Accelerator(BaseModel):
     link_latency_us: float = Field(default=8.0, ge=0, description="latency of one all-reduce, us")
     host_bw_gb_s: float = Field(default=32.0, gt=0, description="host link, one direction, GB/s")
     tdp_w: float = Field(default=700.0, gt=0, description="board power, W")
+    gpus_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="GPUs of one scale-up (NVLink) domain, the most one replica may span; "
+        "required for a fleet's accelerator (absent from runs saved before it existed)",
+    )
     source: str = "user-defined"
 
     def peak_flops(self, dtype: str) -> float:
@@ -43,7 +50,7 @@ class Accelerator(BaseModel):
 class ModelShape(BaseModel):
     """Decoder-only transformer shape (grouped-query attention, gated MLP, optional experts)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     layers: int = Field(gt=0)
@@ -55,6 +62,12 @@ class ModelShape(BaseModel):
     vocab: int = Field(gt=0)
     experts: int = Field(default=1, ge=1)
     experts_per_token: int = Field(default=1, ge=1)
+    max_context: int | None = Field(
+        default=None,
+        gt=0,
+        description="longest prompt + output, tokens (max_position_embeddings); required for a "
+        "served model, absent from the shapes of measured profiles",
+    )
     source: str = "user-defined"
 
     @model_validator(mode="after")
@@ -64,6 +77,26 @@ class ModelShape(BaseModel):
                 f"experts_per_token ({self.experts_per_token}) exceeds experts ({self.experts})"
             )
         return self
+
+    def tensor_parallel_problem(self, tp: int) -> str | None:
+        """Why `tp` GPUs cannot split this model, or None; vLLM's rule: tp must divide the
+        attention heads, and the KV heads, or be a multiple of them (each KV head is then
+        replicated on tp / kv_heads GPUs). vllm/config.py (ModelConfig.
+        verify_with_parallel_config) and vllm/model_executor/layers/linear.py
+        (QKVParallelLinear)."""
+        if self.heads % tp:
+            return f"tp = {tp} does not divide the {self.heads} attention heads"
+        if self.kv_heads % tp and tp % self.kv_heads:
+            return (
+                f"tp = {tp} neither divides the {self.kv_heads} KV heads nor is a multiple of "
+                "them (to replicate each on tp / kv_heads GPUs)"
+            )
+        return None
+
+    def kv_heads_per_gpu(self, tp: int) -> int:
+        """KV heads each of `tp` GPUs stores: its share, or one replicated head when tp
+        exceeds the KV heads."""
+        return max(self.kv_heads // tp, 1)
 
     @property
     def attn_params_per_layer(self) -> int:
@@ -105,6 +138,14 @@ class ModelShape(BaseModel):
     def kv_values_per_token(self) -> int:
         """K and V values stored per token over all layers."""
         return 2 * self.layers * self.kv_heads * self.head_dim
+
+
+def canonical_id(name: str, ids: Iterable[str]) -> str:
+    """The id among `ids` that `name` spells ignoring case (H100 -> h100); `name` if none."""
+    if name in ids:
+        return name
+    matches = [i for i in ids if i.lower() == name.lower()]
+    return matches[0] if len(matches) == 1 else name
 
 
 @cache

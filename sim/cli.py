@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING
 from sim import perf_cli
 from sim.compare_cli import add_compare
 from sim.e2e_cli import add_validate_e2e
-from sim.errors import UserError
+from sim.errors import SimWarning, UserError
 from sim.report_cli import add_report
+from sim.request import REJECTION_REASONS
+from sim.rundir import check_out_dir, check_run_out, writing_run
 from sim.study.commands import add_plan, add_sweep
 
 if TYPE_CHECKING:
@@ -28,9 +31,33 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "scenario", help="scenario TOML file, or a run's scenario.json to run it again as it was"
     )
     p.add_argument("--out", help="run directory (default: runs/<scenario name>)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a run or sweep already in --out (whole: no old file is kept)",
+    )
     p.add_argument("--seed", type=int, help="override sim.seed")
+    add_target_margin_option(p)
     add_set_option(p)
     p.set_defaults(func=_cmd_run)
+
+
+def add_target_margin_option(p: argparse.ArgumentParser) -> None:
+    """``--target-margin``: the margin the price-cut headroom keeps (a fraction below 1)."""
+    p.add_argument(
+        "--target-margin",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="gross margin that economics.price_cut_headroom keeps, e.g. 0.3 (default 0)",
+    )
+
+
+def check_target_margin(value: float) -> float:
+    """The --target-margin value, or UserError when it is not a fraction below 1."""
+    if not value < 1.0:
+        raise UserError(f"--target-margin {value}: must be a fraction below 1, e.g. 0.3")
+    return value
 
 
 def add_set_option(p: argparse.ArgumentParser) -> None:
@@ -50,14 +77,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from analysis.summary import write_summary
     from sim.engine import run
 
+    target_margin = check_target_margin(args.target_margin)
     spec = load_run_spec(args.scenario, args.overrides)
+    out = check_run_out(args.out or Path("runs") / spec.name, args.force)
     result = run(spec, seed=args.seed, progress=True)
-    out = Path(args.out or Path("runs") / spec.name)
-    result.save(out)
-    summary = write_summary(out, RunData.from_result(result))
+    with writing_run(out) as tmp:
+        result.save(tmp)
+        summary = write_summary(tmp, RunData.from_result(result), target_margin)
     print(format_summary(summary))
+    warn_if_saturated(summary)
+    warn_if_mostly_rejected(summary)
     print(f"traces and summary in {out}/")
     return 0
+
+
+def warn_if_saturated(summary: dict) -> None:
+    """A SimWarning, one line, when the run's fleet was overloaded (its saturation block)."""
+    sat = summary["saturation"]
+    if not sat["saturated"]:
+        return
+    load = sat["offered_load"]
+    times = "" if load is None else f" ({load:.1f}x its capacity of {sat['capacity_per_s']:.1f})"
+    warnings.warn(
+        f"saturated: {sat['offered_per_s']:.1f} req/s offered{times}, "
+        f"{sat['departures_per_s']:.1f} req/s served; the backlog grew by "
+        f"{sat['backlog_growth']:.0f} requests over the measurement window and held "
+        f"{sat['backlog_end']} at its end; latency and margin describe an overloaded fleet",
+        SimWarning,
+        stacklevel=2,
+    )
 
 
 def load_run_spec(path: str, overrides: list[str]) -> RunSpec:
@@ -80,14 +128,36 @@ def load_run_spec(path: str, overrides: list[str]) -> RunSpec:
     return resolve(load_scenario(path, overrides))
 
 
+def warn_if_mostly_rejected(summary: dict) -> None:
+    """A SimWarning when more than half of a run's measured requests were rejected."""
+    counts = summary["requests"]
+    if counts["rejected"] > counts["arrived"] / 2:
+        warnings.warn(
+            f"{counts['rejected']} of {counts['arrived']} requests were rejected: "
+            f"{rejection_text(counts['rejected_by_reason'])}",
+            SimWarning,
+            stacklevel=2,
+        )
+
+
+def rejection_text(by_reason: dict[str, int]) -> str:
+    """'12 longer than the model's context (...), 3 ...' for the reasons that refused any."""
+    return ", ".join(
+        f"{n} {REJECTION_REASONS.get(reason, 'for an unrecorded reason')}"
+        for reason, n in by_reason.items()
+        if n
+    )
+
+
 def format_summary(s: dict) -> str:
     """A short human-readable view of a summary dict."""
-    r, lat, thr, util, eco = (
+    r, lat, thr, util, eco, w = (
         s["requests"],
         s["latency_s"],
         s["throughput"],
         s["utilization"],
         s["economics"],
+        s["window"],
     )
 
     def ms(block: dict, key: str) -> str:
@@ -96,11 +166,14 @@ def format_summary(s: dict) -> str:
 
     lines = [
         f"{s['scenario']} (seed {s['seed']}): {s['simulated_s']:.1f} s simulated in "
-        f"{s['wall_s']:.2f} s wall, {s['events']} events",
+        f"{s['wall_s']:.2f} s wall, {s['events']} events; measured {w['start_s']:.0f}-"
+        f"{w['end_s']:.0f} s (warm-up {w['warmup_s']:.0f} s, drain {w['drain_s']:.0f} s after)",
         f"requests   arrived {r['arrived']}  completed {r['completed']}  rejected "
         f"{r['rejected']}  in flight {r['in_flight']}  preemptions {r['preemptions']}",
-        "latency ms       mean    p50    p90    p99",
     ]
+    if r["rejected"]:
+        lines.append(f"rejected   {rejection_text(r['rejected_by_reason'])}")
+    lines.append("latency ms       mean    p50    p90    p99")
     for name in ("ttft", "tpot", "e2e", "queue"):
         b = lat[name]
         lines.append(
@@ -110,45 +183,84 @@ def format_summary(s: dict) -> str:
         f"throughput {thr['requests_per_s']:.2f} req/s, {thr['input_tokens_per_s']:.0f} input "
         f"and {thr['output_tokens_per_s']:.0f} output tokens/s"
     )
-    lines.append(
-        f"utilization  GPU busy {util['gpu_busy_fraction']:.1%}, KV cache "
-        f"{util['kv_occupancy_mean']:.1%}"
-    )
+    lines.append(_utilization_line(util))
     if eco["cost_usd"] is not None:
-        margin = "-" if eco["margin"] is None else f"{eco['margin']:.1%}"
-        per_m = eco["cost_per_million_output_tokens_usd"]
-        per_m_text = "-" if per_m is None else f"${per_m:.3f}"
-        lines.append(
-            f"economics  {eco['gpu_hours']:.2f} GPU-h, cost ${eco['cost_usd']:.2f}, revenue "
-            f"${eco['revenue_usd']:.2f}, margin {margin}, {per_m_text} per 1M output tokens"
-        )
+        lines += _economics_lines(eco)
     if len(s["pools"]) > 1:
         lines += [_pool_line(name, p) for name, p in s["pools"].items()]
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _usd(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"${value:.{digits}f}"
+
+
+def _utilization_line(util: dict) -> str:
+    capacity = util["capacity_per_s"]
+    of = "" if capacity is None else f" of {capacity:.1f} req/s capacity"
+    return (
+        f"utilization {_pct(util.get('capacity_utilization'))}{of}; non-idle "
+        f"{_pct(util.get('nonidle_fraction'))}, KV cache {_pct(util.get('kv_occupancy_mean'))}"
+    )
+
+
+def _economics_lines(eco: dict) -> list[str]:
+    multiplier = eco["break_even_price_multiplier"]
+    headroom = eco["price_cut_headroom"]
+    target = f" to keep a {eco['target_margin']:.0%} margin" if eco["target_margin"] else ""
+    if multiplier is None:
+        break_even = "-"
+    elif headroom >= 0:
+        break_even = f"break-even at {multiplier:.2f}x prices: cut up to {headroom:.0%}{target}"
+    else:
+        break_even = f"break-even at {multiplier:.2f}x prices: raise them {-headroom:.0%}{target}"
+    return [
+        f"economics  {eco['gpu_hours']:.2f} GPU-h, cost {_usd(eco['cost_usd'], 2)}, revenue "
+        f"{_usd(eco['revenue_usd'], 2)}, margin {_pct(eco['margin'])}; {break_even}",
+        f"cost per 1M tokens  input {_usd(eco['cost_per_million_input_tokens_usd'])}, output "
+        f"{_usd(eco['cost_per_million_output_tokens_usd'])}, blended "
+        f"{_usd(eco['cost_per_million_tokens_usd'])}",
+    ]
 
 
 def _pool_line(name: str, p: dict) -> str:
     """One pool of a summary: what it is, its load, utilization and money."""
     money = ""
     if p["cost_usd"] is not None:
-        margin = "-" if p["margin"] is None else f"{p['margin']:.1%}"
-        money = f", cost ${p['cost_usd']:.2f}, revenue ${p['revenue_usd']:.2f}, margin {margin}"
+        money = (
+            f", cost {_usd(p['cost_usd'], 2)}, revenue {_usd(p['revenue_usd'], 2)}, "
+            f"margin {_pct(p['margin'])}"
+        )
+    util = p["utilization"]
     return (
         f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}): "
-        f"{p['requests']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
-        f"GPU busy {p['utilization']['gpu_busy_fraction']:.1%}{money}"
+        f"{p['throughput']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
+        f"{_pct(util['capacity_utilization'])} of {util['capacity_per_s']:.1f} req/s "
+        f"capacity{money}"
     )
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "validate", help="check the engine against queueing theory; write validation.json/.md"
+        "validate",
+        help="check the engine against queueing theory; write validation.json/.md",
+        description="Runs the whole engine as classic queues and compares it with closed forms "
+        "(docs/validation.md). Profiles, timed on 2 cores: quick (the default: rho = 0.5 and "
+        "0.8, 3% precision, 3 to 4 minutes), ci (rho up to 0.9 at 1%, about 25 minutes; "
+        "what CI runs) and full (rho up to 0.95 at 1%, about 95 minutes; the published "
+        "docs/validation.md).",
     )
     p.add_argument("--out", required=True, help="folder for validation.json, .md and figure")
     p.add_argument(
-        "--quick", action="store_true", help="two loads, fewer requests (about a minute)"
+        "--profile",
+        choices=("quick", "ci", "full"),
+        default="quick",
+        help="quick (default, 3 to 4 minutes), ci (about 25 minutes) or full (about 95 minutes)",
     )
-    p.add_argument("--profile", choices=("full", "ci", "quick"), help="full (default), ci or quick")
     p.add_argument("--workers", type=int, help="worker processes (default: all CPUs)")
     p.set_defaults(func=_cmd_validate)
 
@@ -157,11 +269,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from sim.validation.report import write_report
     from sim.validation.runner import PROFILES, run_validation
 
-    name = args.profile or ("quick" if args.quick else "full")
-    profile = PROFILES[name]
-    entries = run_validation(profile, args.workers)
-    command = "python -m sim validate" + (f" --profile {name}" if name != "full" else "")
-    write_report(entries, profile, Path(args.out), f"{command} --out {args.out}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: must be at least 1")
+    check_out_dir(args.out, "--out")
+    profile = PROFILES[args.profile]
+    entries = run_validation(profile, args.workers, progress=True)
+    command = f"python -m sim validate --profile {profile.name} --out {args.out}"
+    write_report(entries, profile, Path(args.out), command)
     failed = [e for e in entries if not e["passed"]]
     print(f"{len(entries) - len(failed)} of {len(entries)} checks pass; report in {args.out}/")
     for e in failed:
@@ -216,8 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``sim`` and ``python -m sim``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SimWarning)
+        warnings.showwarning = _print_warning
+        try:
+            return int(args.func(args))
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A SimWarning as one ``warning:`` line on stderr; other warnings as Python shows them."""
+    if issubclass(category, SimWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

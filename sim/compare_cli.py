@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 COLUMNS = (
@@ -11,7 +12,7 @@ COLUMNS = (
     ("output tok/s", "throughput.output_tokens_per_s"),
     ("TTFT p99 (ms)", "latency_s.ttft.p99"),
     ("TPOT p99 (ms)", "latency_s.tpot.p99"),
-    ("GPU busy", "utilization.gpu_busy_fraction"),
+    ("capacity util", "utilization.capacity_utilization"),
     ("mean batch", "batching.mean_batch_size"),
     ("preemptions", "batching.preemptions"),
     ("rejected", "requests.rejected"),
@@ -32,12 +33,16 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from analysis.rundata import RunData
     from analysis.summary import summarize
     from sim.engine import run
+    from sim.errors import UserError
     from sim.scenario import load_scenario
 
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give a file for the Markdown table")
+    scenarios = [load_scenario(path, args.overrides) for path in args.scenarios]  # all valid?
     rows = []
-    for path in args.scenarios:
-        scenario = load_scenario(path, args.overrides)
-        summary = summarize(RunData.from_result(run(scenario)))
+    for i, (path, scenario) in enumerate(zip(args.scenarios, scenarios, strict=True), start=1):
+        print(f"[{i}/{len(scenarios)}] {path}", file=sys.stderr, flush=True)
+        summary = summarize(RunData.from_result(run(scenario, progress=True)))
         summary["batcher"] = _describe_batcher(scenario)
         rows.append(summary)
     table = markdown_table(rows)
@@ -77,7 +82,7 @@ def _cell(header: str, value) -> str:
         return "-"
     if "(ms)" in header:
         return f"{value * 1000:.0f}"
-    if header == "GPU busy":
+    if header == "capacity util":
         return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.2f}" if value < 100 else f"{value:.0f}"

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import warnings
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import simpy
 from tqdm import tqdm
 
 from sim.autoscale import start_autoscalers
+from sim.errors import SimWarning, UserError
 from sim.events import schedule_urgent
 from sim.fleet import Fleet
 from sim.recorder import Recorder, write_table
@@ -23,7 +25,7 @@ from sim.request import Request
 from sim.resolve import resolve
 from sim.runspec import RunSpec
 from sim.scenario import Scenario
-from sim.workload import Workload, generate_workload
+from sim.workload import Workload, arrivals_end_s, generate_workload
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
 STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes", "failures", "reclaims")
@@ -52,6 +54,7 @@ class RunResult:
     simulated_s: float
     wall_s: float
     events: int
+    rejections: pa.Table | None = None  # request_id, reason; None when none was rejected
 
     @property
     def scenario(self) -> Scenario:
@@ -68,12 +71,14 @@ class RunResult:
 
     def save(self, out_dir: str | Path) -> Path:
         """Write requests.parquet, steps.parquet, fleet.parquet, scenario.json and run.json
-        into `out_dir`."""
+        into `out_dir`, and rejections.parquet when a request was rejected."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_table(self.requests, out / "requests.parquet")
         write_table(self.steps, out / "steps.parquet")
         write_table(self.fleet, out / "fleet.parquet")
+        if self.rejections is not None:
+            write_table(self.rejections, out / "rejections.parquet")
         _write_json(out / "scenario.json", self.spec.to_json())
         _write_json(out / "run.json", self.run_facts())
         return out
@@ -97,17 +102,22 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     """
     spec = resolve(scenario) if isinstance(scenario, Scenario) else scenario
     seed = spec.scenario.sim.seed if seed is None else seed
+    if seed < 0:
+        raise UserError(f"{spec.name}: seed {seed} (sim.seed or --seed): must be >= 0")
     spec = spec.with_seed(seed)
     sim = spec.scenario.sim
     wall_start = time.perf_counter()
     streams = make_streams(seed)
     rngs = {name: np.random.default_rng(seq) for name, seq in streams.items()}
     workload = generate_workload(spec.scenario, spec.trace_files, rngs)
+    _warn_if_nothing_is_measured(spec.scenario, workload)
 
     env = simpy.Environment()
     pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
     retries = any(p.lifecycle.failures or p.lifecycle.reclaim for p in spec.pools)
-    recorder = Recorder(workload, pool_names, spec.pads_decode_attention, retries)
+    recorder = Recorder(
+        workload, pool_names, longest_context=spec.pads_decode_attention, retries=retries
+    )
     fleet = Fleet(
         env,
         spec,
@@ -120,14 +130,13 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     )
     fleet.start()
     start_autoscalers(env, fleet)
-    ArrivalFeed(env, workload, fleet).start()
+    ArrivalFeed(env, workload, fleet, recorder, over_context(workload, spec)).start()
     horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
 
     steps = recorder.steps_table()
     end = horizon if horizon is not None else _last_activity_s(workload, steps)
-    if sim.duration_s is not None:
-        end = max(end, sim.duration_s)
+    end = max(end, arrivals_end_s(sim, spec.scenario.workload.arrival, workload.arrival_s))
     return RunResult(
         spec=spec,
         seed=seed,
@@ -137,7 +146,19 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
         simulated_s=float(end),
         wall_s=time.perf_counter() - wall_start,
         events=events_scheduled(env),
+        rejections=recorder.rejections_table(),
     )
+
+
+def over_context(workload: Workload, spec: RunSpec) -> np.ndarray | None:
+    """Which requests the server refuses at once because prompt + output tokens exceed the
+    context of their class's model (vLLM's OpenAI server refuses prompt + max_tokens >
+    max_model_len); None when none does."""
+    shapes = {p.model: p.model_shape for p in spec.pools}
+    unlimited = np.iinfo(np.int64).max
+    limits = np.array([shapes[m].max_context or unlimited for m in spec.class_models])
+    too_long = workload.prompt_tokens + workload.output_tokens > limits[workload.class_index]
+    return too_long if too_long.any() else None
 
 
 def _last_activity_s(workload: Workload, steps: pa.Table) -> float:
@@ -152,10 +173,20 @@ class ArrivalFeed:
 
     One URGENT event per distinct arrival time (processed before iteration boundaries at the
     same time); its callback submits the request(s) arriving then and schedules the next.
+
+    A request longer than its model's context (`too_long`) is recorded as rejected on arrival,
+    before the fleet sees it (replica -1), as vLLM's OpenAI server refuses it.
     """
 
-    def __init__(self, env: simpy.Environment, workload: Workload, fleet: Fleet) -> None:
-        self.env, self.fleet = env, fleet
+    def __init__(
+        self,
+        env: simpy.Environment,
+        workload: Workload,
+        fleet: Fleet,
+        recorder: Recorder,
+        too_long: np.ndarray | None = None,
+    ) -> None:
+        self.env, self.fleet, self.recorder, self._too_long = env, fleet, recorder, too_long
         # array buffers rather than lists: a million Python numbers would cost ~100 MB
         self._arrival_s = _buffer(workload.arrival_s, "d")
         self._prompts = _buffer(workload.prompt_tokens, "q")
@@ -175,13 +206,17 @@ class ArrivalFeed:
         now, arrivals, rid = self.env.now, self._arrival_s, self._next
         classes, priorities, prefixes = self._classes, self._priorities, self._prefixes
         prompts, outputs, submit = self._prompts, self._outputs, self.fleet.submit
+        too_long, rejected = self._too_long, self.recorder.rejected
         while True:
-            cls = classes[rid]
-            prefix = prefixes[rid] if prefixes else ()
-            req = Request(
-                rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
-            )
-            submit(req)
+            if too_long is not None and too_long[rid]:
+                rejected(rid, "max_context")
+            else:
+                cls = classes[rid]
+                prefix = prefixes[rid] if prefixes else ()
+                req = Request(
+                    rid, cls, priorities[cls], arrivals[rid], prompts[rid], outputs[rid], prefix
+                )
+                submit(req)
             rid += 1
             if rid == len(arrivals) or arrivals[rid] > now:
                 break
@@ -218,3 +253,17 @@ def _run_env(
             if not processed % PROGRESS_EVERY_EVENTS:
                 bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
         bar.update(recorder.num_completed + recorder.num_rejected - bar.n)
+
+
+def _warn_if_nothing_is_measured(scenario: Scenario, workload: Workload) -> None:
+    """Warn, before simulating, of a warm-up that every arrival falls into (a num_requests or
+    trace run; ``warmup_s >= duration_s`` is a scenario error): statistics would be empty."""
+    warmup_s = scenario.sim.warmup_s
+    if warmup_s > 0 and (not len(workload) or workload.arrival_s[-1] < warmup_s):
+        last = f"the last at {workload.arrival_s[-1]:.6g} s" if len(workload) else "none"
+        warnings.warn(
+            f"{scenario.name}: sim.warmup_s = {warmup_s:g}: all {len(workload)} requests arrive "
+            f"before it ({last}), so no latency or throughput will be measured",
+            SimWarning,
+            stacklevel=3,
+        )

@@ -1,4 +1,4 @@
-"""The one exception type for bad user input (scenario files, traces, command-line values)."""
+"""The exception type for bad user input, and the warning type for suspicious input or results."""
 
 
 class UserError(Exception):
@@ -6,3 +6,8 @@ class UserError(Exception):
 
     The command line prints the message without a traceback; internal bugs stay tracebacks.
     """
+
+
+class SimWarning(UserWarning):
+    """Input or a result the user should look at, though it is not an error (an implausible
+    trace, most requests rejected). The command line prints it as one ``warning:`` line."""

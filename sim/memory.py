@@ -10,9 +10,11 @@ def weight_bytes(model: ModelShape, weight_dtype: str) -> float:
     return model.total_params * BYTES_PER_DTYPE[weight_dtype]
 
 
-def kv_bytes_per_token(model: ModelShape, kv_dtype: str) -> float:
-    """Bytes of K and V per token over all layers at `kv_dtype`."""
-    return model.kv_values_per_token * BYTES_PER_DTYPE[kv_dtype]
+def kv_bytes_per_token(model: ModelShape, kv_dtype: str, tp: int) -> float:
+    """Bytes of K and V per token over all layers and a replica's `tp` GPUs at `kv_dtype`; a
+    KV head replicated on several GPUs (tp > kv_heads, vLLM) is stored on each."""
+    stored_heads = model.kv_heads_per_gpu(tp) * tp
+    return model.kv_values_per_token // model.kv_heads * stored_heads * BYTES_PER_DTYPE[kv_dtype]
 
 
 def usable_bytes(gpu: Accelerator, tp: int, gpu_memory_utilization: float) -> float:

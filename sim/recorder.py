@@ -78,6 +78,8 @@ class Recorder:
         self.status = array("b", [IN_FLIGHT]) * n
         self.num_completed = 0
         self.num_rejected = 0
+        self.rejection_ids = array("q")
+        self.rejection_reasons: list[str] = []
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -110,9 +112,13 @@ class Recorder:
         self.status[rid] = COMPLETED
         self.num_completed += 1
 
-    def rejected(self, rid: int) -> None:
+    def rejected(self, rid: int, reason: str) -> None:
+        """Request `rid` is refused for `reason` (a key of ``REJECTION_REASONS``), by its
+        replica or, before routing (replica -1), at the front door."""
         self.status[rid] = REJECTED
         self.num_rejected += 1
+        self.rejection_ids.append(rid)
+        self.rejection_reasons.append(reason)
 
     def restarted(self, rid: int) -> None:
         """Request `rid` lost its replica and starts over: the times of the attempt that
@@ -199,6 +205,19 @@ class Recorder:
                 "from": _decoded(f["from"], STATE_NAMES),
                 "to": _decoded(f["to"], STATE_NAMES),
                 "cause": _decoded(f["cause"], CAUSE_NAMES),
+            }
+        )
+
+    def rejections_table(self) -> pa.Table | None:
+        """One row per rejected request: request_id, reason (rejections.parquet); None when
+        no request was rejected."""
+        if not self.rejection_reasons:
+            return None
+        order = np.argsort(_view(self.rejection_ids), kind="stable")
+        return pa.table(
+            {
+                "request_id": _view(self.rejection_ids)[order],
+                "reason": pa.array(self.rejection_reasons).take(pa.array(order)),
             }
         )
 

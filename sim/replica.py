@@ -70,8 +70,9 @@ class Replica:
 
     def submit(self, req: Request) -> None:
         """Take a routed request: reject it, or queue it and wake or interrupt the process."""
-        if self.batcher.rejection(req) is not None:
-            self.recorder.rejected(req.rid)
+        reason = self.batcher.rejection(req)
+        if reason is not None:
+            self.recorder.rejected(req.rid, reason)
             self.departed(req.rid)
             return
         self.batcher.enqueue(req)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+# Why a request is rejected (the `reason` of rejections.parquet), and what that means.
+REJECTION_REASONS: dict[str, str] = {
+    "max_context": "longer than the model's context (prompt + output tokens > max_context)",
+    "kv_cache": "needing more KV-cache blocks than a replica has",
+    "max_num_batched_tokens": "longer than max_num_batched_tokens without chunked_prefill "
+    "(a recompute could never be scheduled)",
+}
+
 
 class Request:
     """A request as a replica sees it. Token counts in tokens, times in seconds.

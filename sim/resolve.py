@@ -142,10 +142,11 @@ def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) 
     """One resolved pool; UserError when its weights do not fit its GPUs."""
     accelerator = _accelerator(scenario, src.gpu)
     shape = _model_shape(scenario, src.model)
+    _check_tensor_parallel(scenario, src, accelerator, shape)
     batcher = src.batcher
     usable = usable_bytes(accelerator, src.tp, batcher.gpu_memory_utilization)
     weights = weight_bytes(shape, src.weight_dtype)
-    per_token = kv_bytes_per_token(shape, src.kv_dtype)
+    per_token = kv_bytes_per_token(shape, src.kv_dtype, src.tp)
     capacity = kv_capacity_blocks(usable - weights, batcher.block_size, per_token)
     if capacity < 1:
         raise UserError(
@@ -216,6 +217,25 @@ def _token_costs(
     context = REFERENCE_CONTEXT_TOKENS
     decode_s = roofline.decode_stretch_s(batch, batch * context, 1, 0, context)[0]
     return roofline.step_s(prompt) / REFERENCE_PROMPT_TOKENS, float(decode_s) / batch
+
+
+def _check_tensor_parallel(
+    scenario: Scenario, src: _PoolSource, gpu: Accelerator, shape: ModelShape
+) -> None:
+    """A pool's tp must split its model's heads (vLLM's rule, ModelShape.
+    tensor_parallel_problem) within one scale-up domain (the accelerator's gpus_per_node)."""
+    node = gpu.gpus_per_node or src.tp  # the schema requires it of a scenario's own accelerator
+    fits = [n for n in range(1, node + 1) if shape.tensor_parallel_problem(n) is None]
+    allowed = f"allowed for {src.model} on {src.gpu}: {', '.join(map(str, fits))}"
+    where = f"{scenario.name}: {src.field}.tp = {src.tp}"
+    problem = shape.tensor_parallel_problem(src.tp)
+    if problem is not None:
+        raise UserError(f"{where}: {problem} of {src.model}; {allowed}")
+    if src.tp > node:
+        raise UserError(
+            f"{where}: more GPUs than one {src.gpu} node has ({node} per NVLink domain, "
+            f"gpus_per_node); tensor parallelism across nodes is not modelled; {allowed}"
+        )
 
 
 def _accelerator(scenario: Scenario, gpu: str) -> Accelerator:

@@ -22,7 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
+from sim.catalog import (
+    Accelerator,
+    ModelShape,
+    builtin_accelerators,
+    builtin_models,
+    canonical_id,
+)
 from sim.errors import UserError
 from sim.fleet_config import DYNAMIC_KEYS, BackgroundConfig, PoolDynamics, check_pool_dynamics
 from sim.section import Section
@@ -43,6 +49,15 @@ class SimConfig(Section):
     warmup_s: float = Field(default=0.0, ge=0, description="arrivals before this are not measured")
     drain: bool = Field(default=True, description="run until every request is done")
     step_compression: bool = True
+
+    @model_validator(mode="after")
+    def _warmup_inside_window(self) -> SimConfig:
+        if self.duration_s is not None and self.warmup_s >= self.duration_s:
+            raise ValueError(
+                f"warmup_s = {self.warmup_s:g} must be below duration_s = {self.duration_s:g}: "
+                "only arrivals after the warm-up are measured, so nothing would be"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------- [workload]
@@ -554,6 +569,8 @@ class EconomicsConfig(Section):
 
 # ----------------------------------------------------------------------------- the scenario
 
+_MAX_CONTEXT = "the longest prompt + output served, tokens (max_position_embeddings)"
+_GPUS_PER_NODE = "the GPUs of one NVLink (scale-up) domain, the most one replica may span"
 _DEFAULT_KINDS = {"batcher": "continuous", "perf": "roofline"}
 
 
@@ -581,6 +598,7 @@ class Scenario(Section):
             if isinstance(fleet, dict) and isinstance(fleet.get("pools"), list):
                 pools = [_with_default_kinds(p) for p in fleet["pools"]]
                 data["fleet"] = {**fleet, "pools": pools}
+            data = _gpu_ids_any_case(data)
         return data
 
     @model_validator(mode="after")
@@ -608,6 +626,7 @@ class Scenario(Section):
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
             )
+        self._check_own_entries()
         if self.workload.arrival != "trace" and not (self.sim.duration_s or self.sim.num_requests):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
         if not self.sim.drain and self.sim.duration_s is None:
@@ -633,6 +652,18 @@ class Scenario(Section):
         """The model each request class needs, in class order (one class 'trace' without any)."""
         served = self.served_models()
         return [c.model or served[0] for c in self.workload.classes] or served[:1]
+
+    def _check_own_entries(self) -> None:
+        """A model or accelerator of the scenario's own states what every catalogue entry does
+        (optional in the shared schema: shapes of measured profiles have no context)."""
+        required = (
+            ("models", self.models, "max_context", _MAX_CONTEXT),
+            ("accelerators", self.accelerators, "gpus_per_node", _GPUS_PER_NODE),
+        )
+        for table, entries, field, meaning in required:
+            for name, entry in entries.items():
+                if getattr(entry, field) is None:
+                    raise ValueError(f'{table}."{name}".{field}: required of your own: {meaning}')
 
     def _check_class_models(self) -> None:
         served = self.served_models()
@@ -694,6 +725,25 @@ def _with_default_kinds(section: dict) -> dict:
         if isinstance(out.get(key), dict) and "kind" not in out[key]:
             out[key] = {"kind": kind, **out[key]}
     return out
+
+
+def _gpu_ids_any_case(data: dict) -> dict:
+    """Each GPU of the fleet spelled as its catalogue or scenario id, whatever its case (H100 is
+    h100): `fleet.gpu` and every pool's `gpu`."""
+    fleet, custom = data.get("fleet"), data.get("accelerators", {})
+    if not isinstance(fleet, dict):
+        return data
+    ids = [*builtin_accelerators(), *(custom if isinstance(custom, dict) else {})]
+
+    def canonical(table: Any) -> Any:
+        if isinstance(table, dict) and isinstance(table.get("gpu"), str):
+            return {**table, "gpu": canonical_id(table["gpu"], ids)}
+        return table
+
+    fleet = canonical(fleet)
+    if isinstance(fleet.get("pools"), list):
+        fleet = {**fleet, "pools": [canonical(pool) for pool in fleet["pools"]]}
+    return {**data, "fleet": fleet}
 
 
 # ----------------------------------------------------------------------------- loading

@@ -21,6 +21,7 @@ from sim.scenario import (
     LengthDist,
     LognormalLength,
     Scenario,
+    SimConfig,
     UniformLength,
     WorkloadConfig,
 )
@@ -104,6 +105,18 @@ def _shared_prefixes(
 
 
 # ----------------------------------------------------------------------------- arrivals
+
+
+def arrivals_end_s(sim: SimConfig, arrival: str, arrival_s: np.ndarray) -> float:
+    """When the arrivals of a run stop, seconds: ``duration_s``, unless ``num_requests`` ran out
+    first or a trace is replayed (then the last arrival); the last arrival without a duration.
+
+    `arrival` is ``workload.arrival``; `arrival_s` the run's arrival times, in order.
+    """
+    capped = sim.num_requests is not None and len(arrival_s) >= sim.num_requests
+    if sim.duration_s is not None and not capped and arrival != "trace":
+        return float(sim.duration_s)
+    return float(arrival_s[-1]) if len(arrival_s) else 0.0
 
 
 def _poisson(
@@ -372,6 +385,18 @@ def length_bounds(
 
 
 # ----------------------------------------------------------------------------- traces
+
+
+def replay_rate_per_s(scenario: Scenario, trace_files: Mapping[str, str]) -> float:
+    """Requests per second of the scenario's trace replayed at ``load_scale = 1``: the arrivals
+    its ``num_requests`` and ``duration_s`` keep, over their span (`trace_files`: as for
+    :func:`generate_workload`)."""
+    wl, sim = scenario.workload, scenario.sim
+    trace = read_trace(Path(trace_files[wl.trace or ""]), wl.trace_format)
+    times = _clip(trace.arrival_s, sim.duration_s, sim.num_requests)
+    if len(times) < 2 or times[-1] <= times[0]:
+        raise UserError(f"{scenario.name}: workload.trace has no arrival span to take a rate of")
+    return len(times) / float(times[-1] - times[0])
 
 
 def _from_trace(

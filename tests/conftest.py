@@ -28,7 +28,7 @@ BASE = {
             }
         ],
     },
-    "model": {"name": "llama-3-8b"},
+    "model": {"name": "llama-3.1-8b"},  # the shape of Llama-3-8B with a 128k context
     "fleet": {"gpu": "h100", "replicas": 2},
     "economics": {
         "gpu_usd_per_hour": 4.0,

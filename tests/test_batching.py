@@ -270,7 +270,13 @@ def test_compare_command_tabulates_every_scenario(tmp_path, capsys):
     table = out.read_text().splitlines()
     assert table[0].startswith("| scenario | batcher | req/s")
     assert [row.split(" | ")[1] for row in table[2:]] == ["static", "continuous"]
-    assert capsys.readouterr().out.strip() == out.read_text().strip()
+    captured = capsys.readouterr()
+    assert captured.out.strip() == out.read_text().strip()
+    # progress on stderr, one line per scenario as it starts
+    assert [x for x in captured.err.splitlines() if x.startswith("[")] == [
+        f"[1/2] {paths[0]}",
+        f"[2/2] {paths[1]}",
+    ]
 
 
 def test_cuda_graph_padding_rounds_decode_batches_up_to_captured_sizes():

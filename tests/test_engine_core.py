@@ -14,7 +14,7 @@ from analysis.rundata import RunData, load_run
 from analysis.summary import summarize
 from sim.cli import main
 from sim.engine import run
-from sim.scenario import load_scenario
+from sim.scenario import load_scenario, scenario_from_dict
 from sim.traces import read_trace, resolve_trace
 from tests.conftest import SCENARIOS, scenario, simulate
 
@@ -36,7 +36,7 @@ def test_different_seeds_give_different_traces():
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_every_shipped_scenario_conserves_requests(path):
-    s = load_scenario(path, ["sim.num_requests=800"])
+    s = load_scenario(path, ["sim.num_requests=800", "sim.warmup_s=0"])
     data = RunData.from_result(run(s))
     counts = request_counts(data.requests)
     wl = s.workload
@@ -128,18 +128,23 @@ def test_summary_numbers_are_consistent(tiny_run):
         "latency_s",
         "throughput",
         "utilization",
+        "saturation",
         "economics",
+        "window",
     }
     for name in ("ttft", "tpot", "e2e", "queue"):
         block = s["latency_s"][name]
         assert block["p50"] <= block["p90"] <= block["p99"]
-    eco = s["economics"]
-    assert eco["gpu_hours"] == pytest.approx(2 * tiny_run.simulated_s / 3600)
+    eco, window = s["economics"], s["window"]
+    assert window["duration_s"] == 60.0 - 5.0  # arrivals for 60 s after a 5 s warm-up
+    assert eco["gpu_hours"] == pytest.approx(2 * window["duration_s"] / 3600)
     assert eco["cost_usd"] == pytest.approx(eco["gpu_hours"] * 4.0)
+    assert eco["totals"]["gpu_hours"] == pytest.approx(2 * tiny_run.simulated_s / 3600)
     assert eco["margin"] == pytest.approx(
         (eco["revenue_usd"] - eco["cost_usd"]) / eco["revenue_usd"]
     )
-    assert 0 < s["utilization"]["gpu_busy_fraction"] <= 1
+    assert 0 < s["utilization"]["capacity_utilization"] <= 1
+    assert 0 < s["utilization"]["nonidle_fraction"] <= 1
     assert 0 < s["utilization"]["kv_occupancy_mean"] <= 1
 
 
@@ -172,3 +177,55 @@ def test_replay_load_scale_doubles_the_arrival_rate():
     span_one = one.requests["arrival_s"].max()
     span_two = two.requests["arrival_s"].max()
     assert span_two == pytest.approx(span_one / 2)
+
+
+@pytest.mark.parametrize(
+    ("num_requests", "arrivals_end_s"), [(100, "last arrival"), (100_000, "duration_s")]
+)
+def test_arrivals_stop_at_num_requests_or_duration_whichever_comes_first(
+    num_requests, arrivals_end_s
+):
+    data = simulate(f"sim.num_requests={num_requests}")  # 8 req/s for duration_s = 60
+    window = summarize(data)["window"]
+    last = float(data.requests["arrival_s"].max())
+    if arrivals_end_s == "last arrival":
+        assert len(data.requests) == num_requests
+        assert window["end_s"] == last < 20.0
+        # the run ends when the last request is served, not at duration_s
+        assert data.simulated_s == pytest.approx(last + window["drain_s"])
+        assert data.simulated_s < 30.0
+    else:
+        assert len(data.requests) < num_requests
+        assert window["end_s"] == 60.0
+
+
+def _replay(tmp_path, arrivals_ms: list[int], output_tokens: int, compression: bool):
+    """Requests arriving at `arrivals_ms` on one replica whose every iteration takes 1 s."""
+    trace = tmp_path / "trace.jsonl"
+    rows = [
+        {"timestamp": t, "input_length": 10, "output_length": output_tokens} for t in arrivals_ms
+    ]
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = {
+        "sim": {"seed": 1, "step_compression": compression},
+        "workload": {"arrival": "trace", "trace": str(trace)},
+        "model": {"name": "llama-3.1-8b"},
+        "fleet": {"gpu": "h100", "replicas": 1},
+        "perf": {"kind": "service_time", "distribution": "deterministic", "mean_s": 1.0},
+    }
+    return run(scenario_from_dict(data)).requests.to_pandas()
+
+
+@pytest.mark.parametrize("compression", [True, False], ids=["compressed", "step_by_step"])
+def test_an_arrival_at_an_iteration_boundary_joins_the_iteration_that_starts_then(
+    tmp_path, compression
+):
+    """The documented tie order: at equal times, arrivals come before iteration boundaries.
+
+    The first request's prefill runs over [0, 1] s. The one arriving at exactly 1 s is in the
+    queue when the replica forms its iteration at 1 s (processed after the boundary, it would
+    wait for the next one, at 2 s). Both the boundary at 1 s and that arrival are scheduled
+    earlier (at 0 s and at the arrival of 0.5 s), the boundary first.
+    """
+    req = _replay(tmp_path, [0, 500, 1000], output_tokens=5, compression=compression)
+    assert req["first_scheduled_s"].tolist() == [0.0, 1.0, 1.0]

@@ -53,7 +53,7 @@ def test_pools_resolve_in_order_with_inherited_model_batcher_and_price():
     old, new = spec.pools
     assert (old.name, old.first_replica, new.name, new.first_replica) == ("old", 0, "new", 2)
     assert [p.name for p in spec.replica_pools()] == ["old", "old", "new"]
-    assert old.model == new.model == "llama-3-8b" and spec.class_models == ("llama-3-8b",)
+    assert old.model == new.model == "llama-3.1-8b" and spec.class_models == ("llama-3.1-8b",)
     assert old.batcher == new.batcher == pools().batcher
     assert old.price.usd_per_gpu_hour == new.price.usd_per_gpu_hour == 4.0  # [economics]
     assert new.decode_s_per_token < old.decode_s_per_token  # the H200 reads memory faster
@@ -79,7 +79,7 @@ def test_a_pool_table_replaces_the_section_it_overrides_and_a_pool_price_wins():
         (("fleet.gpu=h100",), "fleet: gpu: with [[fleet.pools]] each pool sets its own gpu"),
         (("fleet.pools.1.name=old",), "pool names must be unique"),
         (("fleet.pools.1.model=llama-3-70b",), "workload.classes.0.model: the fleet serves"),
-        (("workload.classes.0.model=mixtral-8x7b",), "no pool serves it; served: llama-3-8b"),
+        (("workload.classes.0.model=mixtral-8x7b",), "no pool serves it; served: llama-3.1-8b"),
         (("fleet.pools.0.model=gpt-5",), "fleet.pools.0.model: unknown model 'gpt-5'"),
     ],
 )
@@ -203,12 +203,12 @@ def test_the_pool_column_exists_only_for_several_pools_and_names_each_rows_pool(
 
 
 def test_two_models_serve_each_class_on_its_own_pools_with_per_pool_accounts():
-    """Llama-3-8B and 70B pools: no request reaches a pool without its model; each pool's
+    """Llama-3.1-8B and 70B pools: no request reaches a pool without its model; each pool's
     requests are conserved; pool costs add up to the fleet's cost, revenues to its revenue."""
     data = simulate(load_scenario(TWO_MODELS, ["sim.duration_s=60"]))
     pool = data.request_pools()
-    model = {"small": "llama-3-8b", "large": "llama-3-70b"}
-    needs = data.requests["class"].map({"chat": "llama-3-8b", "expert": "llama-3-70b"})
+    model = {"small": "llama-3.1-8b", "large": "llama-3.1-70b"}
+    needs = data.requests["class"].map({"chat": "llama-3.1-8b", "expert": "llama-3.1-70b"})
     assert (pool.map(model) == needs).all()
     assert {"chat": {"small"}, "expert": {"large"}} == {
         c: set(g) for c, g in pool.groupby(data.requests["class"])
@@ -245,7 +245,7 @@ def test_sim_check_passes_on_every_fleet_scenario(tmp_path, capsys, path):
 
 
 def test_a_request_on_a_pool_without_its_model_breaks_the_invariant():
-    data = simulate(load_scenario(TWO_MODELS, ["sim.duration_s=20"]))
+    data = simulate(load_scenario(TWO_MODELS, ["sim.duration_s=20", "sim.warmup_s=0"]))
     chat = data.requests.index[data.requests["class"] == "chat"][0]
     data.requests.loc[chat, "replica"] = 3  # a Llama-3-70B replica
     broken = {inv.name for inv in failures(check_run(data))}

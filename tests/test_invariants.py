@@ -43,6 +43,31 @@ def test_run_with_preemptions_satisfies_every_invariant():
     assert _broken(data) == {}
 
 
+SWAPPING = ("batcher.preemption=swap", "batcher.gpu_memory_utilization=0.215", "workload.rate=30")
+
+
+def test_swap_preemption_decodes_exactly_the_tokens_completed_requests_need():
+    """A swapped-in request resumes decoding without a prefill, so none of its tokens comes
+    from a recomputation (the check once subtracted its preemptions and failed)."""
+    data = simulate(*SWAPPING)
+    assert data.requests["preemptions"].sum() > 0
+    assert _broken(data) == {}
+    steps = data.steps
+    steps.loc[steps.index[steps["decode_seqs"] > 0][0], "iterations"] += 1
+    assert _broken(data) == {"decode tokens": 1}
+
+
+def test_undrained_overloaded_run_is_work_conserving_up_to_its_horizon():
+    """Stopped at duration_s, a replica's running interval is not recorded: the time after its
+    last recorded one is not idle time (the check once counted every waiting request)."""
+    data = simulate("sim.drain=false", "workload.rate=80")
+    waiting = data.requests[data.requests["first_scheduled_s"].isna()]
+    assert len(waiting) > 0 and data.requests["replica"].ge(0).all()
+    assert _broken(data) == {}
+    data.requests.loc[0, "arrival_s"] -= 0.5  # waits on an idle replica before its first step
+    assert "work conserving" in _broken(data)
+
+
 @pytest.fixture
 def run_data() -> RunData:
     return simulate("sim.duration_s=30")

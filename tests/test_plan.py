@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -118,6 +119,8 @@ def test_saturated_point_is_infeasible_even_when_its_latency_meets_the_slo():
         "latency_s.ttft.p99.ci_high": 0.6,
         "saturation.backlog_growth": 12.0,
         "saturation.backlog_growth.ci_low": 8.0,
+        "saturation.offered_per_s": 10.0,
+        "window.duration_s": 100.0,
     }
     verdict = judge(row, [parse_slo("ttft_p99=1.0")])
     assert verdict.saturated and not verdict.feasible
@@ -131,6 +134,8 @@ def test_an_slo_is_met_only_if_the_upper_end_of_the_interval_is():
         "latency_s.ttft.p99.ci_high": 1.1,
         "saturation.backlog_growth": 0.0,
         "saturation.backlog_growth.ci_low": -1.0,
+        "saturation.offered_per_s": 10.0,
+        "window.duration_s": 100.0,
     }
     verdict = judge(row, [parse_slo("ttft_p99=1.0")])
     assert not verdict.feasible and "ttft_p99 1.1 > 1" in verdict.reason
@@ -189,6 +194,27 @@ def test_an_option_whose_runs_raise_is_reported_and_the_others_still_planned(tmp
     assert status[1].startswith("error:") and "does not fit" in status[1]
 
 
+def test_plan_where_no_option_meets_the_slos_writes_every_option_as_failing_and_why(tmp_path):
+    """Three replicas are needed (10 req/s x 0.25 s); at most two may be tried."""
+    plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        gpus=["h100", "h200"],
+        prices={"h200": 3.0},
+        max_replicas=2,
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    table = pd.read_csv(tmp_path / "plan.csv")
+    assert list(table["gpu"]) == ["h100", "h200"]
+    assert table["usd_per_hour"].isna().all()
+    for status in table["status"]:
+        assert status.startswith("not met with 2 replicas: saturated (backlog grows by")
+        assert "ttft_p99" in status
+
+
 def test_a_gpu_without_a_price_is_named(tmp_path):
     with pytest.raises(UserError, match="no price for gpu 'mi300x' with pricing 'on_demand'"):
         plan(fleet(0.25, 10.0), 10.0, ["ttft_p99=1"], gpus=["h100", "mi300x"], out=tmp_path)
@@ -234,6 +260,29 @@ mean_s = 0.25
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:3] == ["gpu", "tp", "replicas"]
     assert lines[1].split()[:3] == ["h100", "1", "3"]
+
+
+def test_plan_help_shows_percent_signs_and_the_defaults_of_gpu_and_tp(capsys):
+    with pytest.raises(SystemExit):
+        main(["plan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "95% interval" in text and "%%" not in text
+    assert "(default: the scenario's fleet.gpu)" in text
+    assert "(default: the scenario's fleet.tp)" in text
+
+
+def test_gpu_names_of_plan_options_and_prices_are_case_insensitive(tmp_path):
+    result = plan(
+        fleet(0.25, 10.0),
+        rate=10.0,
+        slos=["ttft_p99=0.3"],
+        gpus=["H200"],
+        prices={"H200": 3.0},
+        seeds=2,
+        out=tmp_path,
+        workers=1,
+    )
+    assert result.options[["gpu", "usd_per_gpu_hour"]].values.tolist() == [["h200", 3.0]]
 
 
 def test_mixes_of_two_gpu_types_need_what_arithmetic_requires_and_rank_by_cost(tmp_path):

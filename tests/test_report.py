@@ -6,6 +6,7 @@ import copy
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import curves, plots
@@ -13,7 +14,7 @@ from analysis.summary import write_summary
 from sim import engine
 from sim.cli import main
 from sim.scenario import scenario_from_dict
-from tests.conftest import BASE, scenario
+from tests.conftest import BASE, SCENARIOS, scenario
 
 SHORT = ("sim.duration_s=20", "sim.warmup_s=2")
 
@@ -143,3 +144,79 @@ def test_runs_without_prices_get_no_margin_curves_and_the_report_says_why(tmp_pa
     assert "margin_vs_load" not in [f.name for f in report.figures]
     assert "margin_vs_load: no run has a margin (an [economics] section?)" in report.skipped
     assert "latency_vs_load" in [f.name for f in report.figures]
+
+
+def test_bf16_and_fp8_runs_form_two_series_even_when_only_the_batch_limit_was_swept(tmp_path):
+    dirs = [
+        save_run(
+            tmp_path / f"{dtype}-{n}", f"batcher.max_num_seqs={n}", f"model.weight_dtype={dtype}"
+        )
+        for dtype in ("bf16", "fp8")
+        for n in (2, 64)
+    ]
+    curve = curves.cost_vs_batch_limit(curves.run_table(curves.load_runs(dirs)))
+    assert sorted(curve["series"].unique()) == ["test (bf16)", "test (fp8)"]
+    assert curve.groupby("series")["max_num_seqs"].apply(list).to_dict() == {
+        "test (bf16)": [2, 64],
+        "test (fp8)": [2, 64],
+    }
+
+
+def test_two_runs_whose_paths_differ_only_after_a_dot_get_two_timelines(tmp_path):
+    from analysis.report import build_report
+
+    dirs = [
+        save_run(tmp_path / f"workload.rate={r}" / "seed-0", f"workload.rate={r}") for r in (4, 8)
+    ]
+    report = build_report(dirs, tmp_path / "report")
+    timelines = [f for f in report.figures if f.name.startswith("utilization_timeline")]
+    assert [f.name for f in timelines] == [
+        "utilization_timeline_workload.rate=4_seed-0",
+        "utilization_timeline_workload.rate=8_seed-0",
+    ]
+    assert len({f.csv for f in timelines}) == len({f.png for f in timelines}) == 2
+    for f in timelines:
+        assert f.csv.name == f"{f.name}.csv" and f.csv.stat().st_size > 0
+
+
+def test_margin_and_cost_per_million_tokens_against_capacity_utilization_mark_the_slo_misses(
+    tmp_path,
+):
+    slo = "workload.classes.0.slo_ttft_s=1.0"
+    dirs = [save_run(tmp_path / f"load-{r}", f"workload.rate={r}", slo) for r in (4, 16, 400)]
+    curve = curves.margin_vs_utilization(curves.run_table(curves.load_runs(dirs)))
+    assert curve["series"].nunique() == 1
+    assert curve["offered_rate_rps"].tolist() == [4.0, 16.0, 400.0]
+    assert curve["capacity_utilization"].is_monotonic_increasing
+    assert curve["slo_missed"].tolist() == [False, False, True]  # 400 req/s: TTFT p99 >> 1 s
+    assert curve["saturated"].tolist() == [False, False, True]
+    for column in ("margin", "cost_per_million_input_tokens_usd", "cost_per_million_tokens_usd"):
+        assert curve[column].notna().all()
+    png, _ = plots.margin_vs_utilization(curve, "test", tmp_path / "fig" / "margin")
+    assert png.stat().st_size > 0
+
+
+def test_report_keeps_the_target_margin_in_each_runs_price_cut_headroom(load_sweep, tmp_path):
+    from analysis.report import build_report
+
+    build_report(load_sweep[:1], tmp_path / "report", target_margin=0.3)
+    row = pd.read_csv(tmp_path / "report" / "runs.csv").iloc[0]
+    assert row["price_cut_headroom"] == pytest.approx(
+        1.0 - row["break_even_price_multiplier"] / 0.7
+    )
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_a_target_margin_of_one_or_more_is_a_clear_error(command, tmp_path, capsys):
+    target = str(SCENARIOS[0]) if command == "run" else str(tmp_path)
+    argv = [command, target, "--out", str(tmp_path / "out"), "--target-margin", "1.5"]
+    assert main(argv) == 2
+    assert "--target-margin 1.5: must be a fraction below 1" in capsys.readouterr().err
+
+
+def test_a_saved_run_of_a_calibrated_scenario_is_analysed_again(tmp_path):
+    calibrated = ("fleet.gpu=h200", "perf.calibration=builtin:h200_llama-3-8b")
+    run_dir = save_run(tmp_path / "calibrated", *calibrated)
+    summary = curves.load_runs([run_dir])[0].summary
+    assert summary["utilization"]["capacity_per_s"] > 0
+    assert summary["economics"]["input_cost_usd"] > 0

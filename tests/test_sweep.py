@@ -204,7 +204,9 @@ def test_a_run_that_raises_is_recorded_with_its_traceback_and_the_sweep_goes_on(
 # ----------------------------------------------------------------------------- executors
 
 
+@pytest.mark.dask
 def test_dask_local_cluster_gives_results_identical_to_the_process_pool(tmp_path):
+    pytest.importorskip("distributed", reason="needs the [dask] extra: pip install '.[dask]'")
     pool = sweep(SMALL, GRID, seeds=2, out=tmp_path / "pool", workers=2)
     dask = sweep(SMALL, GRID, seeds=2, out=tmp_path / "dask", workers=1, scheduler="local")
     pd.testing.assert_frame_equal(dask.results, pool.results)

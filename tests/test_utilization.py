@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -14,30 +16,50 @@ from analysis.utilization import (
     replica_totals,
     step_work,
 )
+from analysis.window import Window, measurement_window
 from sim.perf import Roofline, StepWork
 from sim.scenario import RooflineConfig
 from tests.test_economics import TWO_INTERVALS, TWO_REQUESTS, hand_run, request
 
+WHOLE = Window(0.0, 7200.0)  # the measurement window of the hand-built two-hour runs
 
-def test_busy_fraction_is_busy_time_over_provisioned_time_exactly():
+
+def each(data, capacity_per_s: float) -> dict[str, float]:
+    """The same replica capacity (requests/s) for every pool of a run."""
+    return {p.name: capacity_per_s for p in data.spec.pools}
+
+
+def test_nonidle_fraction_is_time_running_iterations_over_provisioned_time_exactly():
     # replica 0 busy 0-3600 s and 4500-6300 s of 7200 s; replica 1 never busy
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=2")
-    totals = replica_totals(data)
-    assert totals.loc[0, "busy_fraction"] == (3600.0 + 1800.0) / 7200.0
-    assert totals.loc[1, "busy_fraction"] == 0.0
-    assert summarize(data)["utilization"]["gpu_busy_fraction"] == 5400.0 / 7200.0 / 2
+    totals = replica_totals(data, WHOLE, each(data, 1.0))
+    assert totals.loc[0, "nonidle_fraction"] == (3600.0 + 1800.0) / 7200.0
+    assert totals.loc[1, "nonidle_fraction"] == 0.0
+    assert summarize(data)["utilization"]["nonidle_fraction"] == 5400.0 / 7200.0 / 2
 
 
-def test_busy_fraction_per_window_is_the_busy_time_inside_each_window():
+def test_nonidle_fraction_per_window_is_the_nonidle_time_inside_each_window():
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=1")
-    timeline = replica_timeline(data, window_s=1800.0)
+    timeline = replica_timeline(data, each(data, 1.0), window_s=1800.0)
     assert timeline["window_start_s"].tolist() == [0.0, 1800.0, 3600.0, 5400.0]
-    assert timeline["busy_fraction"].tolist() == [1.0, 1.0, 900.0 / 1800.0, 900.0 / 1800.0]
+    assert timeline["nonidle_fraction"].tolist() == [1.0, 1.0, 900.0 / 1800.0, 900.0 / 1800.0]
+
+
+def test_capacity_utilization_is_requests_served_per_second_over_the_capacity():
+    # two requests served in 7200 s by a replica that could serve 0.001 per second
+    data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=1")
+    totals = replica_totals(data, WHOLE, each(data, 0.001))
+    assert totals.loc[0, "capacity_utilization"] == pytest.approx(2 / 7200.0 / 0.001)
+    # per time window each request counts as served evenly over 0-3600 s and 4500-6300 s
+    t = replica_timeline(data, each(data, 0.001), window_s=1800.0)
+    assert t["capacity_utilization"].tolist() == pytest.approx(
+        [0.5 / 1.8, 0.5 / 1.8, 0.5 / 1.8, 0.5 / 1.8]
+    )
 
 
 def test_queue_length_and_running_requests_are_time_averages_of_the_request_spans():
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=1")
-    t = replica_timeline(data, window_s=1800.0)
+    t = replica_timeline(data, each(data, 1.0), window_s=1800.0)
     # request 1 waits 4400-4500 s (in the third window); runs 4500-6300 s
     assert t["queue_length"].tolist() == [0.0, 0.0, 100.0 / 1800.0, 0.0]
     assert t["running_requests"].tolist() == [1.0, 1.0, 900.0 / 1800.0, 900.0 / 1800.0]
@@ -45,13 +67,13 @@ def test_queue_length_and_running_requests_are_time_averages_of_the_request_span
 
 def test_kv_occupancy_weights_each_interval_by_its_duration():
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=1")
-    occupancy = replica_totals(data).loc[0, "kv_occupancy"]
+    occupancy = replica_totals(data, WHOLE, each(data, 1.0)).loc[0, "kv_occupancy"]
     assert occupancy == pytest.approx((40 * 3600.0 + 60 * 1800.0) / (7200.0 * 1000))
 
 
-def test_decode_batch_is_averaged_over_busy_time_only():
+def test_decode_batch_is_averaged_over_nonidle_time_only():
     data = hand_run(TWO_REQUESTS, TWO_INTERVALS, 7200.0, "fleet.replicas=1")
-    batch = replica_totals(data).loc[0, "decode_batch"]
+    batch = replica_totals(data, WHOLE, each(data, 1.0)).loc[0, "decode_batch"]
     assert batch == pytest.approx((2 * 3600.0 + 1 * 1800.0) / 5400.0)
 
 
@@ -79,25 +101,45 @@ def test_mfu_and_memory_bandwidth_utilization_of_a_simulated_run_stay_within_the
 ):
     u = summarize(tiny_run)["utilization"]
     cfg = tiny_run.scenario.perf
-    assert 0 < u["mfu"] <= cfg.compute_efficiency * u["gpu_busy_fraction"] + 1e-9
+    assert 0 < u["mfu_bf16_peak"] <= cfg.compute_efficiency * u["nonidle_fraction"] + 1e-9
     assert 0 < u["memory_bandwidth_utilization"]
-    assert u["memory_bandwidth_utilization"] <= cfg.memory_efficiency * u["gpu_busy_fraction"]
+    assert u["memory_bandwidth_utilization"] <= cfg.memory_efficiency * u["nonidle_fraction"]
+
+
+def test_mfu_is_given_against_the_bf16_peak_and_against_the_weight_dtype_peak(tiny_run):
+    # FP8 weights on an H100: the GEMMs' peak doubles, so MFU against it halves
+    pool = dataclasses.replace(tiny_run.spec.pools[0], weight_dtype="fp8")
+    fp8 = dataclasses.replace(tiny_run, spec=dataclasses.replace(tiny_run.spec, pools=(pool,)))
+    u = summarize(fp8)["utilization"]
+    ratio = pool.accelerator.peak_flops("fp8") / pool.accelerator.peak_flops("bf16")
+    assert ratio == pytest.approx(2.0, rel=1e-3)
+    assert u["mfu_weight_dtype_peak"] == pytest.approx(u["mfu_bf16_peak"] / ratio)
 
 
 def test_fleet_timeline_averages_fractions_and_sums_queues_over_replicas(tiny_run):
-    per_replica = replica_timeline(tiny_run)
+    per_replica = replica_timeline(tiny_run, each(tiny_run, 1.0))
     fleet = fleet_timeline(per_replica)
-    assert len(fleet) == len(per_replica) / tiny_run.scenario.fleet.replicas
+    assert len(fleet) == len(per_replica) / tiny_run.spec.num_replicas
     by_window = per_replica.groupby("window_start_s")
-    assert np.allclose(fleet["busy_fraction"], by_window["busy_fraction"].mean())
+    for fraction in ("nonidle_fraction", "capacity_utilization"):
+        assert np.allclose(fleet[fraction], by_window[fraction].mean())
     assert np.allclose(fleet["queue_length"], by_window["queue_length"].sum())
 
 
-def test_windowed_busy_time_adds_up_to_the_total(tiny_run):
-    per_replica = replica_timeline(tiny_run, window_s=7.0)
-    totals = replica_totals(tiny_run)
-    summed = per_replica.groupby("replica")["busy_s"].sum()
-    assert np.allclose(summed, totals["busy_s"])
+def test_windowed_nonidle_time_adds_up_to_the_total(tiny_run):
+    per_replica = replica_timeline(tiny_run, each(tiny_run, 1.0), window_s=7.0)
+    whole = Window(0.0, tiny_run.simulated_s)
+    totals = replica_totals(tiny_run, whole, each(tiny_run, 1.0))
+    summed = per_replica.groupby("replica")["nonidle_s"].sum()
+    assert np.allclose(summed, totals["nonidle_s"])
+
+
+def test_utilization_is_measured_over_the_measurement_window(tiny_run):
+    window = measurement_window(tiny_run)
+    assert (window.start_s, window.end_s) == (5.0, 60.0)  # warm-up 5 s, arrivals for 60 s
+    nonidle = replica_totals(tiny_run, window, each(tiny_run, 1.0))["nonidle_s"].sum()
+    expected = summarize(tiny_run)["utilization"]["nonidle_fraction"] * 2 * window.duration_s
+    assert nonidle == pytest.approx(expected)
 
 
 def test_integrating_overlapping_intervals_counts_each_one():

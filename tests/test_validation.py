@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from sim.cli import main
-from sim.validation import theory
-from sim.validation.runner import CI, run_validation
+from sim.validation import runner, theory
+from sim.validation.runner import CI, PROFILES, Profile, run_validation
 from sim.validation.stats import Interval, passes, per_check_confidence, t_interval
 from tests.conftest import ROOT
 
@@ -113,31 +113,43 @@ def test_pass_rule_needs_theory_inside_the_interval_and_a_small_error():
 # ----------------------------------------------------------------------------- the engine
 
 
-@pytest.fixture(scope="module")
-def quick_report(tmp_path_factory):
-    out = tmp_path_factory.mktemp("validation")
-    status = main(["validate", "--quick", "--out", str(out), "--workers", "2"])
-    return status, out
-
-
-def test_quick_validation_passes_every_check(quick_report):
-    status, out = quick_report
-    entries = json.loads((out / "validation.json").read_text())
-    failed = [e for e in entries if not e["passed"]]
-    assert failed == []
+@pytest.mark.slow
+def test_quick_validation_passes_every_check(tmp_path):
+    """The default profile of `sim validate` (3 to 4 minutes on 2 cores)."""
+    status = main(["validate", "--out", str(tmp_path), "--workers", "2"])
+    entries = json.loads((tmp_path / "validation.json").read_text())
+    assert {e["rho"] for e in entries} == {0.5, 0.8}
+    assert [e for e in entries if not e["passed"]] == []
     assert status == 0
 
 
-def test_validate_writes_json_markdown_and_figure(quick_report):
-    _, out = quick_report
-    entries = json.loads((out / "validation.json").read_text())
+# every case at one load, 2 small replications: the command's output, not its statistics
+# (the profiles above are the statistics)
+SMOKE = Profile("quick", (0.5,), target_rse=0.5, replications=2, tolerance=1.0)
+
+
+def test_validate_command_writes_json_markdown_and_figure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(PROFILES, "quick", SMOKE)
+    monkeypatch.setattr(runner, "MIN_REQUESTS_PER_REPLICATION", 300)
+    main(["validate", "--out", str(tmp_path), "--workers", "2"])
+    assert "checks pass; report in" in capsys.readouterr().out
+    entries = json.loads((tmp_path / "validation.json").read_text())
     assert all(REQUIRED_KEYS <= set(e) for e in entries)
     cases = {e["case"] for e in entries}
     assert {"M/M/1", "M/D/1", "M/G/1-PS (batch-proportional iterations)"} <= cases
-    assert {e["rho"] for e in entries} == {0.5, 0.8}
-    text = (out / "validation.md").read_text()
+    assert {e["rho"] for e in entries} == {0.5}
+    text = (tmp_path / "validation.md").read_text()
     assert "| M/M/1 | 0.5 | mean_wait_s |" in text
-    assert (out / "validation_mean_wait.png").stat().st_size > 10_000
+    assert f"python -m sim validate --profile quick --out {tmp_path}" in text
+    assert (tmp_path / "validation_mean_wait.png").stat().st_size > 10_000
+
+
+def test_validate_help_states_what_each_profile_costs(capsys):
+    with pytest.raises(SystemExit):
+        main(["validate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "quick (the default" in text
+    assert "full (rho up to 0.95 at 1%, about 95 minutes" in text
 
 
 @pytest.fixture(scope="module")

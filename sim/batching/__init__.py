@@ -46,7 +46,8 @@ class Batcher(Protocol):
     """Most requests it runs at once (``max_num_seqs``, or ``max_batch``)."""
 
     def rejection(self, req: Request) -> str | None:
-        """Why `req` can never be served by this replica, or None."""
+        """Why `req` can never be served by this replica (a key of
+        ``sim.request.REJECTION_REASONS``), or None."""
         ...
 
     def enqueue(self, req: Request) -> None:

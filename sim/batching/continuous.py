@@ -102,9 +102,9 @@ class ContinuousBatcher:
     def rejection(self, req: Request) -> str | None:
         longest = req.prompt_tokens + req.output_tokens - 1
         if self.decodes.blocks_for(longest) > self.capacity_blocks:
-            return "needs more KV-cache blocks than the replica has"
+            return "kv_cache"
         if not self.cfg.chunked_prefill and longest > self.cfg.max_num_batched_tokens:
-            return "longer than max_num_batched_tokens (a recompute could never be scheduled)"
+            return "max_num_batched_tokens"
         return None
 
     def enqueue(self, req: Request) -> None:

@@ -77,7 +77,7 @@ class RunToCompletionBatcher:
     # ----------------------------------------------------------------- queue
     def rejection(self, req: Request) -> str | None:
         if self._reserve(req) > self.capacity_blocks:
-            return "needs more KV-cache blocks than the replica has"
+            return "kv_cache"
         return None
 
     def enqueue(self, req: Request) -> None:

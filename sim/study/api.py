@@ -12,6 +12,7 @@ from analysis.rundata import RunData
 from analysis.summary import summarize, write_summary
 from sim.engine import RunResult
 from sim.engine import run as simulate
+from sim.rundir import check_run_out, writing_run
 from sim.scenario import scenario_from_dict
 from sim.study.sweep import ScenarioLike, scenario_source
 
@@ -32,10 +33,13 @@ class Run:
     def steps(self) -> pd.DataFrame:
         return self.data.steps
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write an ordinary run directory (traces, scenario, run facts, summary.json)."""
-        out = self.result.save(out_dir)
-        write_summary(out, self.data)
+    def save(self, out_dir: str | Path, force: bool = False) -> Path:
+        """Write an ordinary run directory (traces, scenario, run facts, summary.json), whole
+        or not at all; `force` replaces a run or sweep already there (sim.rundir)."""
+        out = check_run_out(out_dir, force)
+        with writing_run(out) as tmp:
+            self.result.save(tmp)
+            write_summary(tmp, self.data)
         return out
 
 

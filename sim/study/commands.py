@@ -16,7 +16,7 @@ SHOWN = (
     ("latency_s.ttft.p99", "ttft p99 s"),
     ("latency_s.tpot.p99", "tpot p99 s"),
     ("throughput.requests_per_s", "req/s"),
-    ("utilization.gpu_busy_fraction", "busy"),
+    ("utilization.capacity_utilization", "capacity util"),
 )
 
 
@@ -119,7 +119,7 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plan",
         help="fewest replicas per GPU type and TP meeting SLOs, or the highest rate a fleet holds",
-        description="A point meets an SLO only if the upper end of its 95%% interval across "
+        description="A point meets an SLO only if the upper end of its 95% interval across "
         "seeds does, and only if its queue does not grow without bound.",
     )
     p.add_argument("scenario", help="scenario TOML file")
@@ -136,10 +136,19 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=SECONDS",
         help="upper limit, e.g. ttft_p99=1.0 or tpot_p99=0.05 (ttft|tpot|e2e|queue _ "
-        "mean|p50|p90|p99); repeatable",
+        "mean|p50|p90|p99); repeatable; needed with --rate; without it --max-rate finds the "
+        "highest rate that does not saturate the fleet",
     )
-    p.add_argument("--gpu", type=_names, help="GPU types to compare, e.g. h100,h200,b200")
-    p.add_argument("--tp", type=_ints, help="tensor-parallel degrees, e.g. 1,2,4,8")
+    p.add_argument(
+        "--gpu",
+        type=_names,
+        help="GPU types to compare, e.g. h100,h200,b200 (default: the scenario's fleet.gpu)",
+    )
+    p.add_argument(
+        "--tp",
+        type=_ints,
+        help="tensor-parallel degrees, e.g. 1,2,4,8 (default: the scenario's fleet.tp)",
+    )
     p.add_argument(
         "--mix",
         action="store_true",
@@ -216,5 +225,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(f"interrupted: finished runs are kept in {out}/points; rerun to continue")
         return INTERRUPTED
     print(result.options.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if not (result.options["status"] == "ok").any():
+        print("no option meets every SLO; its status says why")
     print(f"options in {Path(out) / 'plan.csv'}; every point tried in evaluations.parquet")
     return 0

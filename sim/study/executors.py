@@ -10,11 +10,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from contextlib import contextmanager
 from typing import Protocol
 
 from sim.errors import UserError
+from sim.processes import process_pool
 from sim.study.runner import RunOutcome, RunTask
 
 Work = Callable[[RunTask], RunOutcome]
@@ -48,11 +49,12 @@ class InProcess:
 
 
 class ProcessPool:
-    """A local pool of `workers` processes (started fresh with ``spawn``: no inherited state)."""
+    """A local pool of `workers` processes (started fresh with ``spawn``: no inherited state),
+    which exit when this process dies (:mod:`sim.processes`)."""
 
     def __init__(self, workers: int) -> None:
         self.description = f"{workers} local processes"
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = process_pool(workers, multiprocessing.get_context("spawn"))
 
     def outcomes(self, work: Work, tasks: Iterable[RunTask]) -> Iterator[RunOutcome]:
         futures: dict[Future, RunTask] = {self._pool.submit(work, t): t for t in tasks}

@@ -79,7 +79,7 @@ def _plan_mix(
         "mix": f"{k_a} {a.gpu} + {k_b} {b.gpu}",
         "replicas": k_a + k_b,
         "gpus": k_a * a.tp + k_b * b.tp,
-        "usd_per_hour": cost / v.row["simulated_s"] * SECONDS_PER_HOUR
+        "usd_per_hour": cost / v.row["window.duration_s"] * SECONDS_PER_HOUR
         if math.isfinite(cost)
         else by_price,
         "margin": v.row.get("economics.margin", math.nan),

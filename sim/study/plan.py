@@ -1,8 +1,9 @@
 """Capacity planning: the fewest replicas that meet SLOs at a rate, the highest rate a fleet holds.
 
 A point (one fleet at one rate, run for several seeds) meets an SLO only if the upper end of the
-95% interval of its metric across seeds is within the limit, and it must not be saturated (see
-:mod:`sim.study.saturation`): a saturated fleet's latency only says how long the run was.
+95% interval of its metric across seeds is within the limit, and it must not be saturated: the
+mean growth of its backlog over seeds is a saturated fleet's (:mod:`analysis.saturation`) and
+its 95% interval lies above zero; a saturated fleet's latency only says how long the run was.
 Searches assume that more replicas never hurt and a higher rate never helps.
 """
 
@@ -18,13 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.economics import SECONDS_PER_HOUR
+from analysis.saturation import MIN_GROWTH_REQUESTS, backlog_grows
+from sim.catalog import builtin_accelerators, canonical_id
 from sim.errors import UserError
 from sim.prices import default_gpu_price, gpu_price
 from sim.resolve import resolve
+from sim.rundir import check_study_out
 from sim.scenario import Scenario, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import make_point
-from sim.study.saturation import MIN_GROWTH_REQUESTS
 from sim.study.sweep import (
     ScenarioLike,
     ScenarioSource,
@@ -33,6 +36,7 @@ from sim.study.sweep import (
     point_results,
     scenario_source,
 )
+from sim.workload import replay_rate_per_s
 
 LATENCIES = ("ttft", "tpot", "e2e", "queue")
 STATISTICS = ("mean", "p50", "p90", "p99")
@@ -66,10 +70,10 @@ def parse_slo(text: str) -> Slo:
     return Slo(name, f"latency_s.{latency}.{statistic}", limit)
 
 
-def parse_slos(slos: Iterable[str] | Mapping[str, float]) -> list[Slo]:
-    """SLOs from ``NAME=SECONDS`` texts or a mapping; at least one."""
+def parse_slos(slos: Iterable[str] | Mapping[str, float], required: bool = True) -> list[Slo]:
+    """SLOs from ``NAME=SECONDS`` texts or a mapping; at least one when `required`."""
     items = [f"{k}={v}" for k, v in slos.items()] if isinstance(slos, Mapping) else list(slos)
-    if not items:
+    if required and not items:
         raise UserError("give at least one --slo, e.g. --slo ttft_p99=1.0")
     return [parse_slo(s) for s in items]
 
@@ -88,7 +92,9 @@ class Verdict:
 def judge(row: Mapping, slos: list[Slo]) -> Verdict:
     """The verdict on a results row (see the module docstring for the rules)."""
     growth, growth_low = row["saturation.backlog_growth"], row["saturation.backlog_growth.ci_low"]
-    saturated = growth >= MIN_GROWTH_REQUESTS and not growth_low <= 0
+    arrivals = row["saturation.offered_per_s"] * row["window.duration_s"]
+    load = row.get("saturation.offered_load", math.nan)  # NaN: capacity unknown
+    saturated = backlog_grows(growth, arrivals, load) and not growth_low <= 0
     missed, headroom = [], math.inf
     for slo in slos:
         upper = _upper(row, slo.metric)
@@ -97,7 +103,8 @@ def judge(row: Mapping, slos: list[Slo]) -> Verdict:
             missed.append(f"{slo.name} {upper:.4g} > {slo.limit:g}")
     if saturated:
         missed.insert(0, f"saturated (backlog grows by {growth:.1f} requests)")
-    return Verdict(not missed, saturated, headroom, "; ".join(missed) or "meets SLOs", dict(row))
+    met = "meets SLOs" if slos else "not saturated"
+    return Verdict(not missed, saturated, headroom, "; ".join(missed) or met, dict(row))
 
 
 def _upper(row: Mapping, metric: str) -> float:
@@ -255,11 +262,12 @@ class Option:
         return items
 
     def usd_per_hour(self, replicas: int, row: Mapping) -> float:
-        """Cost of the fleet for one hour: the runs' ``economics.cost_usd`` per simulated hour
-        (GPUs, overhead and energy; docs/economics.md), or GPUs x price without [economics]."""
+        """Cost of the fleet for one hour: the runs' ``economics.cost_usd`` per hour of their
+        measurement window (GPUs, overhead and energy; docs/economics.md), or GPUs x price
+        without [economics]."""
         cost = row.get("economics.cost_usd", math.nan)
         if math.isfinite(cost):
-            return cost / row["simulated_s"] * SECONDS_PER_HOUR
+            return cost / row["window.duration_s"] * SECONDS_PER_HOUR
         return replicas * self.tp * self.usd_per_gpu_hour
 
 
@@ -277,7 +285,9 @@ def _options(
             f"{src.source}: plan varies fleet.gpu, fleet.tp and fleet.replicas; give a scenario "
             f"whose [fleet] is a single pool (plan --mix builds the pools)"
         )
-    given = dict(prices or {})
+    ids = [*builtin_accelerators(), *base.accelerators]
+    given = {canonical_id(gpu, ids): usd for gpu, usd in (prices or {}).items()}
+    gpus = [canonical_id(gpu, ids) for gpu in gpus] if gpus else None
     eco = base.economics
     owned = eco is not None and eco.pricing == "owned"
     if owned and (given or any(g != base.fleet.gpu for g in gpus or [])):
@@ -330,10 +340,11 @@ def _study(
     slos: Iterable[str] | Mapping[str, float],
     seeds: int,
     overrides: Iterable[str],
+    slos_required: bool = True,
 ) -> tuple[ScenarioSource, list[Slo], tuple[str, ...]]:
     if seeds < 2:
         raise UserError(f"--seeds {seeds}: planning needs at least 2 seeds for an interval")
-    return scenario_source(scenario), parse_slos(slos), tuple(overrides)
+    return scenario_source(scenario), parse_slos(slos, slos_required), tuple(overrides)
 
 
 def plan(
@@ -370,7 +381,7 @@ def plan(
     rate_item = f"workload.rate={_round(rate)}"
     # every option's scenario is checked before anything runs
     unfit = {o: _unfit(src, (*overrides, *o.overrides(), rate_item)) for o in options}
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
@@ -382,10 +393,22 @@ def plan(
             rows.append(_plan_option(ev, option, rate_item, max_replicas))
         if mix:
             rows += _mix_rows(ev, list(zip(options, rows, strict=True)), rate_item)
-    table = pd.DataFrame(rows).sort_values("usd_per_hour", na_position="last", kind="stable")
+    table = pd.DataFrame(rows)
+    columns = [*PLAN_COLUMNS, *(slo.name for slo in slo_list), "status"]
+    extra = [c for c in table.columns if c not in columns]  # mix
+    table = table.reindex(columns=[*columns, *extra])  # every column even when none is met
+    table = table.sort_values("usd_per_hour", na_position="last", kind="stable")
     if mix:
         table["mix"] = table["mix"].fillna("")  # the options of one GPU type
     return _finish(table.reset_index(drop=True), ev, out)
+
+
+# columns of plan.csv before the SLOs' and the status (an option not met fills only gpu, tp
+# and status, which says why)
+PLAN_COLUMNS = ("gpu", "tp", "replicas", "gpus", "usd_per_gpu_hour", "usd_per_hour", "margin")
+PLAN_COLUMNS += ("slo_headroom",)
+MAX_RATE_COLUMNS = ("gpu", "tp", "replicas", "max_rate_per_s", "capacity_per_s", "usd_per_hour")
+MAX_RATE_COLUMNS += ("usd_per_hour_per_rate", "slo_headroom", "limited_by", "status")
 
 
 def _mix_rows(ev: Evaluator, per_type: list[tuple[Option, dict]], rate_item: str) -> list[dict]:
@@ -442,7 +465,8 @@ def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: in
     except RunFailed as exc:
         return {**base, "status": f"error: {exc}"}
     if n is None:
-        return {**base, "status": f"not met with {max_replicas} replicas"}
+        why = verdicts[max_replicas].reason
+        return {**base, "status": f"not met with {max_replicas} replicas: {why}"}
     v = verdicts[n]
     return {
         **base,
@@ -473,7 +497,7 @@ def _replicas_guess(ev: Evaluator, items: tuple[str, ...]) -> int:
 
 def max_rate(
     scenario: ScenarioLike,
-    slos: Iterable[str] | Mapping[str, float],
+    slos: Iterable[str] | Mapping[str, float] = (),
     gpus: Iterable[str] | None = None,
     tps: Iterable[int] | None = None,
     seeds: int = 3,
@@ -485,22 +509,19 @@ def max_rate(
     scheduler: str | None = None,
     log: Log = _quiet,
 ) -> PlanResult:
-    """Highest arrival rate (req/s) the scenario's fleet sustains within every SLO, per option.
+    """Highest arrival rate (req/s) the scenario's fleet sustains within every SLO, per option;
+    without SLOs, the highest rate at which it is not saturated (its saturation throughput).
 
     Starts from the scenario's workload.rate; `tolerance` is relative (0.02: within 2%).
     """
-    src, slo_list, overrides = _study(scenario, slos, seeds, overrides)
+    src, slo_list, overrides = _study(scenario, slos, seeds, overrides, slos_required=False)
     if not 0 < tolerance < 1:
         raise UserError(f"--tolerance {tolerance}: must be between 0 and 1")
     options = _options(src, overrides, gpus, tps, prices)
     base = scenario_from_dict(src.data, src.source, list(overrides))
-    if base.workload.rate is None:
-        raise UserError(
-            f"{src.source}: --max-rate varies workload.rate; arrival = "
-            f"'{base.workload.arrival}' has none (use poisson, gamma or diurnal)"
-        )
+    knob = _rate_knob(base, src.source)
     unfit = {o: _unfit(src, (*overrides, *o.overrides())) for o in options}
-    out = Path(out)
+    out = check_study_out(out)
     rows = []
     with open_executor(workers, scheduler) as ex:
         ev = Evaluator(src, overrides, slo_list, seeds, out, ex, log)
@@ -510,22 +531,46 @@ def max_rate(
                 row = {"gpu": option.gpu, "tp": option.tp, "replicas": base.fleet.replicas}
                 rows.append({**row, "status": unfit[option]})
                 continue
-            rows.append(
-                _max_rate_option(ev, option, base.fleet.replicas, base.workload.rate, tolerance)
-            )
-    table = pd.DataFrame(rows)
-    if "usd_per_hour_per_rate" in table:
-        table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
+            rows.append(_max_rate_option(ev, option, base.fleet.replicas, knob, tolerance))
+    table = pd.DataFrame(rows, columns=list(MAX_RATE_COLUMNS))
+    table = table.sort_values("usd_per_hour_per_rate", na_position="last", kind="stable")
     return _finish(table.reset_index(drop=True), ev, out)
 
 
+@dataclass(frozen=True)
+class RateKnob:
+    """How a rate (req/s) is set: ``workload.rate``, or the ``load_scale`` of a trace replay."""
+
+    start: float  # the scenario's own rate, req/s
+    per_scale: float | None  # a replay's req/s at load_scale 1; None where workload.rate exists
+
+    def item(self, rate: float) -> str:
+        """The ``--set`` item that offers `rate` requests per second."""
+        if self.per_scale is None:
+            return f"workload.rate={rate}"
+        return f"workload.load_scale={_round(rate / self.per_scale)}"
+
+
+def _rate_knob(base: Scenario, source: str) -> RateKnob:
+    wl = base.workload
+    if wl.rate is not None:
+        return RateKnob(wl.rate, None)
+    if wl.arrival == "trace":
+        per_scale = replay_rate_per_s(base, resolve(base).trace_files)
+        return RateKnob(_round(per_scale * wl.load_scale), per_scale)
+    raise UserError(
+        f"{source}: --max-rate varies workload.rate (or a trace's load_scale); arrival = "
+        f"'{wl.arrival}' has neither (use poisson, gamma, diurnal or trace)"
+    )
+
+
 def _max_rate_option(
-    ev: Evaluator, option: Option, replicas: int, start: float, tolerance: float
+    ev: Evaluator, option: Option, replicas: int, knob: RateKnob, tolerance: float
 ) -> dict:
     row = {"gpu": option.gpu, "tp": option.tp, "replicas": replicas}
     items = option.overrides()
     try:
-        found = highest_rate(lambda r: ev((*items, f"workload.rate={r}")), start, tolerance)
+        found = highest_rate(lambda r: ev((*items, knob.item(r))), knob.start, tolerance)
     except RunFailed as exc:
         return {**row, "status": f"error: {exc}"}
     if found.rate is None or found.at is None:
@@ -534,6 +579,7 @@ def _max_rate_option(
     return {
         **row,
         "max_rate_per_s": found.rate,
+        "capacity_per_s": found.at.row.get("utilization.capacity_per_s", math.nan),
         "usd_per_hour": usd,
         "usd_per_hour_per_rate": usd / found.rate,
         "slo_headroom": found.at.headroom,

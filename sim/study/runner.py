@@ -10,14 +10,12 @@ import json
 import os
 import shutil
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.rundir import temporary_sibling
 from sim.runspec import RunSpec
 from sim.study.stats import numeric_metrics
-
-SATURATION_FILE = "saturation.json"
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def run_one(task: RunTask) -> RunOutcome:
     if task.spec is None:  # its scenario did not resolve: nothing to simulate
         return RunOutcome(task, None, task.error)
     final = Path(task.run_dir)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = temporary_sibling(final)
     try:
         _write_run(task, tmp)
         _move_into_place(tmp, final)
@@ -63,14 +61,10 @@ def _write_run(task: RunTask, out: Path) -> None:
     from analysis.rundata import RunData
     from analysis.summary import write_summary
     from sim.engine import run
-    from sim.study.saturation import saturation_metrics
 
     result = run(task.spec, seed=task.seed)
     result.save(out)
-    data = RunData.from_result(result)
-    write_summary(out, data)
-    text = json.dumps(saturation_metrics(data), indent=2) + "\n"
-    (out / SATURATION_FILE).write_text(text, encoding="utf-8")
+    write_summary(out, RunData.from_result(result))
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -84,7 +78,6 @@ def _move_into_place(tmp: Path, final: Path) -> None:
 
 
 def read_metrics(run_dir: Path) -> dict[str, float | None]:
-    """The numeric metrics of a complete run: summary.json plus ``saturation.*``."""
+    """The numeric metrics of a complete run's summary.json (``saturation.*`` among them)."""
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    summary["saturation"] = json.loads((run_dir / SATURATION_FILE).read_text(encoding="utf-8"))
     return numeric_metrics(summary)

@@ -26,16 +26,13 @@ def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
 
 
 def numeric_metrics(summary: Mapping) -> dict[str, float | None]:
-    """Every numeric leaf of a summary (None kept: a metric undefined for this run)."""
+    """Every numeric leaf of a summary, flags as 0 or 1 (their mean over seeds is the share of
+    seeds where they hold); None kept: a metric undefined for this run."""
     return {
         k: None if v is None else float(v)
         for k, v in flatten(summary).items()
-        if k not in NOT_METRICS and (v is None or _is_number(v))
+        if k not in NOT_METRICS and (v is None or isinstance(v, int | float))
     }
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def mean_ci(values: Iterable[float | None]) -> tuple[float, float, float]:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from sim.errors import UserError
 from sim.resolve import resolve
+from sim.rundir import check_study_out
 from sim.scenario import Scenario, read_scenario_file, scenario_from_dict
 from sim.study.executors import Executor, open_executor
 from sim.study.grid import Axis, Point, grid_points, parse_axis
@@ -277,7 +278,7 @@ def sweep(
     src = scenario_source(scenario)
     axes = axes_of(grid)
     points = grid_points(axes)
-    out = Path(out)
+    out = check_study_out(out)
     runs = layout_runs(src, points, seeds, out, tuple(overrides))
     out.mkdir(parents=True, exist_ok=True)
     record = {

@@ -90,9 +90,9 @@ def markdown(entries: list[dict], profile: Profile, command: str) -> str:
         *(
             [
                 f"- Load(s) {', '.join(map(str, missing))} not on this page: they belong to "
-                "the `full` profile (`python -m sim validate --out DIR`), whose requests at "
-                "those loads outnumber all lower loads together several times over (the "
-                "variance of a mean wait grows like 1 / (1 - rho)^2)."
+                "the `full` profile (`python -m sim validate --profile full --out DIR`), whose "
+                "requests at those loads outnumber all lower loads together several times over "
+                "(the variance of a mean wait grows like 1 / (1 - rho)^2)."
             ]
             if missing
             else []

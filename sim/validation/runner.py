@@ -16,11 +16,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from analysis.invariants import check_run, failures
 from analysis.metrics import latencies
 from analysis.rundata import RunData
 from sim.engine import run
+from sim.processes import process_pool
 from sim.scenario import scenario_from_dict
 from sim.validation.cases import LOADS, Case, all_cases, requests_needed
 from sim.validation.stats import (
@@ -109,25 +111,29 @@ def plan(profile: Profile) -> list[tuple[Case, int]]:
     return out
 
 
-def run_validation(profile: Profile, workers: int | None = None) -> list[dict]:
+def run_validation(
+    profile: Profile, workers: int | None = None, progress: bool = False
+) -> list[dict]:
     """Every check of the profile: theory, simulated mean, interval and verdict (JSON-ready).
 
     Two stages: `profile.replications` replications of every case (sized for
     `profile.target_rse`), then, for a case whose equality checks came out less precise than
     `second_stage_rse(profile)`, more replications of the same size, as many as the first
     stage's variance says that needs (at most `MAX_REPLICATION_FACTOR` times the first stage).
+    `progress` shows a bar of replications done per stage on stderr.
     """
     planned = plan(profile)
     workers = workers or os.cpu_count() or 1
     reps: list[list[dict[str, float]]] = [[] for _ in planned]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         first = {k: profile.replications for k in range(len(planned))}
-        _run_replications(pool, planned, first, reps)
+        _run_replications(pool, planned, first, reps, "stage 1" if progress else None)
         more = {
             k: _replications_needed(case, reps[k], profile) - len(reps[k])
             for k, (case, _) in enumerate(planned)
         }
-        _run_replications(pool, planned, {k: n for k, n in more.items() if n > 0}, reps)
+        more = {k: n for k, n in more.items() if n > 0}
+        _run_replications(pool, planned, more, reps, "stage 2" if progress else None)
     num_checks = sum(len(case.checks) for case, _ in planned)
     confidence = per_check_confidence(num_checks)
     entries = []
@@ -162,15 +168,21 @@ def _run_replications(
     planned: list[tuple[Case, int]],
     counts: dict[int, int],
     reps: list[list[dict[str, float]]],
+    progress: str | None = None,
 ) -> None:
-    """Run `counts[k]` more replications of case k (seeds follow on), biggest first."""
+    """Run `counts[k]` more replications of case k (seeds follow on), biggest first; a
+    `progress` label shows a bar of replications done."""
     tasks = [
         (k, (planned[k][0], planned[k][1], case_seed(planned[k][0]) + len(reps[k]) + i))
         for k, n in counts.items()
         for i in range(n)
     ]
     tasks.sort(key=lambda t: -t[1][1] * t[1][0].cost)
-    done = pool.map(_task, [t[1] for t in tasks])
+    done = []
+    with tqdm(total=len(tasks), unit="run", desc=progress, disable=progress is None) as bar:
+        for metrics in pool.map(_task, [t[1] for t in tasks]):
+            done.append(metrics)
+            bar.update()
     results = list(zip([t[0] for t in tasks], [t[1][2] for t in tasks], done, strict=True))
     for k, _, metrics in sorted(results, key=lambda r: (r[0], r[1])):
         reps[k].append(metrics)
