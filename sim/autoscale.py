@@ -19,8 +19,11 @@ to start (held by the fleet, queued in the batchers) per serving replica, ``slo`
 requests that arrived in the last ``window_s`` of time to first token (or, not yet there, their
 age) over their class's ``slo_ttft_s``; both by the Kubernetes HPA rule ``ceil(serving x signal
 / target)``, left alone within 10% of the target. ``schedule``: the replicas the schedule gives
-for the time of day (the run starts at midnight). ``utilization``: arrivals over the last
-``window_s`` / the capacity of the serving replicas (:mod:`sim.capacity`).
+for the time of day (the run starts at midnight). ``utilization``: the model's arrivals per
+second over the last ``window_s`` / the capacity of the group's serving replicas, each one's
+capacity (:func:`sim.capacity.pool_capacity`) computed once, at the start, for the mix of
+prompt and output lengths of the model's requests in the scenario's workload (the capacity a
+planner computes ahead of time for a known mix); by the HPA rule too.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
+from sim.capacity import WorkloadMix, pool_capacity
 from sim.events import schedule_urgent
 from sim.fleet_config import (
     AUTOSCALE_TOLERANCE,
@@ -133,6 +137,36 @@ class QueueSignal(_GroupSignal):
         return self.by_hpa_rule(waiting / group / target)
 
 
+class UtilizationSignal(_GroupSignal):
+    """Arrivals per second of the model over the last `window_s` / the group's serving
+    capacity."""
+
+    def __init__(self, fleet: Fleet, pool: PoolReplicas, cfg: AutoscaleConfig) -> None:
+        super().__init__(fleet, pool, cfg)
+        work = fleet.recorder.workload
+        models = np.array(fleet.spec.class_models, dtype=object)
+        mine = models[work.class_index] == pool.pool.model
+        self.arrival_s = work.arrival_s[mine]
+        capacity = {}
+        for member in self.group_pools:
+            mix = WorkloadMix.of(work.prompt_tokens[mine], work.output_tokens[mine])
+            capacity[member.pool.index] = pool_capacity(member.pool, mix).requests_per_s
+        self.capacity_per_s = capacity  # one replica's, by pool index
+
+    def desired(self, now: float) -> int:
+        window_s = min(self.cfg.window_s, now)
+        if window_s <= 0:
+            return self.pool.target
+        lo, hi = np.searchsorted(self.arrival_s, [now - window_s, now], side="right")
+        rate = (hi - lo) / window_s
+        capacity = sum(p.live * self.capacity_per_s[p.pool.index] for p in self.group_pools)
+        target = self.cfg.target
+        assert target is not None
+        if capacity <= 0:
+            return math.ceil(rate / (self.capacity_per_s[self.pool.pool.index] * target))
+        return self.by_hpa_rule(rate / capacity / target)
+
+
 class SloSignal(_GroupSignal):
     """p90 of time to first token / the class's SLO over the last `window_s` of arrivals."""
 
@@ -190,6 +224,7 @@ class ScheduleSignal(_GroupSignal):
 
 SIGNALS: dict[str, type] = {
     "queue": QueueSignal,
+    "utilization": UtilizationSignal,
     "slo": SloSignal,
     "schedule": ScheduleSignal,
 }

@@ -32,6 +32,10 @@ SLO_SCALER = (
     "fleet.autoscale={signal='slo', target=0.5, min=1, max=8, period_s=15, window_s=60, "
     "scale_down_cooldown_s=120}"
 )
+UTILIZATION_SCALER = (
+    "fleet.autoscale={signal='utilization', target=0.7, min=1, max=8, period_s=15, "
+    "window_s=60, scale_down_cooldown_s=120}"
+)
 QUEUE_SCALER = (
     "fleet.autoscale={signal='queue', target=1, min=1, max=8, period_s=15, "
     "scale_down_cooldown_s=120}"
@@ -62,7 +66,9 @@ def peak_fleet() -> RunData:
     return _data("fleet.replicas=5")
 
 
-@pytest.mark.parametrize("scaler", [SLO_SCALER, QUEUE_SCALER], ids=["slo", "queue"])
+@pytest.mark.parametrize(
+    "scaler", [SLO_SCALER, QUEUE_SCALER, UTILIZATION_SCALER], ids=["slo", "queue", "utilization"]
+)
 def test_autoscaling_follows_a_diurnal_load_with_its_cold_start(scaler, peak_fleet):
     data = _data("fleet.replicas=1", scaler)
     fleet = data.fleet
@@ -127,3 +133,13 @@ def test_scale_in_drains_serving_replicas_without_losing_a_request():
     summary = summarize(data)["fleet"]
     assert summary["scale_ups"] >= 2 and summary["scale_downs"] >= 1
     assert summary["serving_replicas_max"] > summary["serving_replicas_mean"]
+
+
+def test_utilization_scaling_sizes_the_fleet_to_the_load_over_its_capacity(peak_fleet):
+    """The utilization signal knows the capacity of a replica, so it tracks the load closely:
+    the serving replicas follow the arrival rate / (capacity x target) and use far fewer
+    GPU-hours than the fleet sized for the peak."""
+    data = _data("fleet.replicas=1", UTILIZATION_SCALER)
+    times = np.arange(0.0, PERIOD_S, 15.0)
+    assert np.corrcoef(_serving_at(data, times), _rate(times))[0, 1] > 0.85
+    assert economics(data)["gpu_hours"] < 0.75 * economics(peak_fleet)["gpu_hours"]
