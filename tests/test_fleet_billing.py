@@ -3,10 +3,14 @@ background work give it back within the preemption time."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from analysis import curves
 from analysis.economics import economics
+from analysis.fleet import PROVISIONED
 from analysis.invariants import check_run, failures
 from analysis.rundata import RunData
 from analysis.summary import summarize
@@ -113,3 +117,24 @@ def test_background_work_is_valued_and_raises_the_margin(lent):
     serving_hours = summary["fleet"]["gpu_hours_by_state"]["serving"]
     assert serving_hours + bg["gpu_hours"] == pytest.approx(summary["economics"]["gpu_hours"])
     assert bg["margin_with_background"] > summary["economics"]["margin"]
+
+
+def test_the_fleet_over_time_adds_up_to_the_runs_totals():
+    """Per window: offered load, replicas by state, revenue and cost; summed over the windows
+    they give the run's arrivals, provisioned replica-seconds and whole-run money."""
+    data = _data(
+        "fleet.replicas=2",
+        "fleet.autoscale={signal='schedule', schedule=[[0, 2], [300, 1]], period_s=10}",
+        INSTANT,
+        *TEN_MINUTES,
+    )
+    summary = summarize(data)
+    frame = curves.fleet_over_time(curves.Run("run", Path("."), data, summary), window_s=60.0)
+    width = (frame["window_end_s"] - frame["window_start_s"]).to_numpy()
+    assert (frame["offered_rps"] * width).sum() == pytest.approx(len(data.requests))
+    replica_s = (frame[list(PROVISIONED)].sum(axis=1) * width).sum()
+    assert replica_s == pytest.approx(summary["economics"]["totals"]["cost_usd"] / PRICE * 3600)
+    totals = summary["economics"]["totals"]
+    assert frame["cost_usd"].sum() == pytest.approx(totals["cost_usd"])
+    assert frame["revenue_usd"].sum() == pytest.approx(totals["revenue_usd"])
+    assert frame["serving"].iloc[0] == pytest.approx(2.0) and frame["serving"].iloc[-1] < 1.01
