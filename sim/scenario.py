@@ -7,15 +7,12 @@ the file, the dotted field path, the bad value and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
-import types
-import typing
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
     Field,
     ValidationError,
     model_serializer,
@@ -31,6 +28,8 @@ from sim.catalog import (
 )
 from sim.errors import UserError
 from sim.fleet_config import DYNAMIC_KEYS, BackgroundConfig, PoolDynamics, check_pool_dynamics
+from sim.overrides import apply_override, deep_copy
+from sim.schema_errors import format_errors
 from sim.section import Section
 
 Dtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
@@ -631,7 +630,19 @@ class Scenario(Section):
             raise ValueError("sim: give duration_s or num_requests (or replay a trace)")
         if not self.sim.drain and self.sim.duration_s is None:
             raise ValueError("sim.drain = false needs sim.duration_s (when to stop)")
+        self._check_schedule_arrives()
         return self
+
+    def _check_schedule_arrives(self) -> None:
+        """A schedule whose rates are 0 until the arrivals end would run without requests."""
+        end = self.sim.duration_s if self.sim.duration_s is not None else math.inf
+        if self.workload.schedule and not any(
+            rate > 0 for start, rate in self.workload.schedule if start < end
+        ):
+            raise ValueError(
+                f"workload.schedule: no rate > 0 starts before the arrivals end "
+                f"(sim.duration_s = {end:g} s), so no request would arrive"
+            )
 
     def _pool_fields(self, key: str) -> list[tuple[str, Any]]:
         """(field path, value) of `key` (gpu or model) for each pool, inherited where unset."""
@@ -782,146 +793,9 @@ def scenario_from_dict(
     data: dict[str, Any], source: str = "<scenario>", overrides: list[str] | tuple[str, ...] = ()
 ) -> Scenario:
     """Validate a scenario given as nested dicts, after applying ``--set`` overrides."""
-    data = _deep_copy(data)
+    data = deep_copy(data)
     set_paths = [apply_override(data, item, source) for item in overrides]
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise UserError(_format_errors(exc, data, source, set_paths)) from None
-
-
-def apply_override(data: dict[str, Any], item: str, source: str = "<scenario>") -> str:
-    """Apply one ``a.b.c=value`` override in place (value parsed as TOML); returns the path."""
-    key, sep, raw = item.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set {item!r}: expected section.field=value")
-    parts = key.strip().split(".")
-    node: Any = data
-    for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]), item)
-    last = parts[-1]
-    value = _parse_value(raw.strip())
-    if isinstance(node, list):
-        node[_index(node, last, item)] = value
-    else:
-        node[last] = value
-    return key.strip()
-
-
-def _child(node: Any, part: str, where: str, item: str) -> Any:
-    if isinstance(node, list):
-        return node[_index(node, part, item)]
-    if not isinstance(node, dict):
-        raise UserError(f"--set {item!r}: '{where}' is not a table")
-    return node.setdefault(part, {})
-
-
-def _index(node: list, part: str, item: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise UserError(f"--set {item!r}: '{part}' is not an index below {len(node)}")
-    return int(part)
-
-
-def _parse_value(raw: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
-
-
-def _deep_copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _deep_copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_deep_copy(v) for v in value]
-    return value
-
-
-# ----------------------------------------------------------------------------- error messages
-
-
-def _format_errors(exc: ValidationError, data: dict, source: str, set_paths: list[str]) -> str:
-    lines = [f"{source}: invalid scenario"]
-    for err in exc.errors():
-        path, value, found = _data_path(err["loc"], data)
-        dotted = ".".join(str(p) for p in path)
-        origin = " (from --set)" if dotted in set_paths else ""
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(path[:-1], data)
-            lines.append(f"  {dotted}{origin}: unknown field; allowed here: {allowed}")
-        elif err["type"] == "union_tag_invalid":
-            ctx = err["ctx"]
-            field = f"{dotted}.{ctx['discriminator'].strip(chr(39))}"
-            lines.append(f"  {field} = {ctx['tag']!r}: allowed: {ctx['expected_tags']}")
-        elif err["type"] == "missing":
-            lines.append(f"  {dotted}: required field is missing")
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            shown = f" = {value!r}" if found and not isinstance(value, dict) else ""
-            lines.append(f"  {dotted}{shown}{origin}: {msg}" if dotted else f"  {msg}")
-    return "\n".join(lines)
-
-
-def _data_path(loc: tuple, data: Any) -> tuple[list, Any, bool]:
-    """Follow a pydantic error location through the input, dropping union tags."""
-    path: list = []
-    node, found = data, True
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, dict) and part in _union_tags():
-            continue
-        else:
-            path.append(part)
-            found = False
-    return path, node, found
-
-
-def _allowed_keys(path: list, data: Any) -> str:
-    """The field names allowed in the table at `path` of a scenario."""
-    model: Any = Scenario
-    node = data
-    for part in path:
-        node = node[part]
-        if isinstance(part, int):
-            continue
-        if model is None or part not in getattr(model, "model_fields", {}):
-            return "(see docs)"
-        members = _models_in(model.model_fields[part].annotation)
-        tag = node.get("kind", node.get("dist")) if isinstance(node, dict) else None
-        tagged = [m for m in members if tag is not None and _tag_of(m) == tag]
-        model = (tagged or members or [None])[0]
-    if model is None:
-        return "(see docs)"
-    return ", ".join(model.model_fields)
-
-
-def _models_in(annotation: Any) -> list[type[BaseModel]]:
-    """The pydantic models inside an annotation (list[X], X | None, Annotated[Union[...]])."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    if typing.get_origin(annotation) in (list, dict, Union, types.UnionType, Annotated):
-        return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
-    return []
-
-
-def _tag_of(model: type[BaseModel]) -> str | None:
-    """The literal value of a union member's ``kind`` or ``dist`` field."""
-    for name in ("kind", "dist"):
-        field = model.model_fields.get(name)
-        if field is not None and typing.get_origin(field.annotation) is Literal:
-            return typing.get_args(field.annotation)[0]
-    return None
-
-
-@cache
-def _union_tags() -> frozenset[str]:
-    """Every ``kind``/``dist`` value; pydantic puts them in error locations."""
-    models = [m for f in Scenario.model_fields.values() for m in _models_in(f.annotation)]
-    models += _models_in(WorkloadConfig.model_fields["classes"].annotation)
-    models += _models_in(RequestClass.model_fields["prompt_tokens"].annotation)
-    return frozenset(t for m in models if (t := _tag_of(m)) is not None)
+        raise UserError(format_errors(exc, Scenario, data, source, set_paths)) from None

@@ -115,3 +115,13 @@ def test_gpu_without_a_default_price_fails_before_simulating(tmp_path, capsys):
     err = _run_cli(capsys, str(margin), "--set", "fleet.gpu=mi300x", "--out", str(tmp_path / "o"))
     assert "no default price for gpu 'mi300x'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_schedule_without_arrivals_before_the_end_is_refused_at_load_time(tmp_path, capsys):
+    path = _scenario_with(
+        tmp_path, 'arrival = "poisson"\nrate = 30.0', 'arrival = "schedule"\nschedule = [[0, 0.0]]'
+    )
+    err = _run_cli(capsys, str(path), "--out", str(tmp_path / "o"))
+    assert f"{path}: invalid scenario" in err
+    assert "workload.schedule: no rate > 0 starts before the arrivals end" in err
+    assert not (tmp_path / "o").exists()

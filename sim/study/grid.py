@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from sim.errors import UserError
-from sim.scenario import apply_override
+from sim.overrides import apply_override
 
 MAX_RANGE_VALUES = 10_000
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]")
