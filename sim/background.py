@@ -5,10 +5,11 @@ A serving replica that has held no request for ``idle_after_s`` seconds starts b
 takes it back (``background -> serving``, cause ``request``), and the replica hands its GPUs
 back for ``preemption_s`` seconds before it schedules that request, so no request waits longer
 than ``preemption_s`` for background work. Which replicas stay idle long enough is the router's
-doing: routers that break ties to the lowest position (least_outstanding, least_work) leave the
-replicas at the end idle at low load. The value of the work done is computed by
-``analysis.fleet`` from the background periods (each ended by anything but the end of the run
-loses ``restart_loss_s`` of work since its last checkpoint).
+doing: ``pack`` fills each replica's slots before the next one's, so at low load the last
+replicas stay idle; routers that spread the load (least_outstanding, least_work) leave a
+replica idle only when the fleet holds fewer requests than it has replicas. The value of the
+work done is computed by ``analysis.fleet`` from the background periods (each ended by
+anything but the end of the run loses ``restart_loss_s`` of work since its last checkpoint).
 """
 
 from __future__ import annotations

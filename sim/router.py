@@ -209,6 +209,41 @@ class CentralQueue(LeastOutstanding):
         return super().choose(req)
 
 
+class Pack(LeastOutstanding):
+    """Fill replicas in order: the lowest-position routable replica with a free slot (fewer
+    requests inside than its batcher runs at once); when every one is full, the least
+    outstanding (ties to the lowest position).
+
+    Packing leaves the last replicas idle at low load, for background work (docs/fleet.md) or
+    a scale-in. It looks at the routable replicas in order: O(replicas) per request.
+    """
+
+    def __init__(
+        self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
+    ) -> None:
+        super().__init__(replicas, rng, prefix_block_tokens)
+        self._slots = [r.slots for r in replicas]
+        self._routable = Routable(replicas)
+
+    def choose(self, req: Request) -> int | None:
+        keys, count = self._keys, self._count
+        for index in self._routable.all:
+            if keys[index] // count < self._slots[index]:
+                keys[index] += count
+                heappush(self._heap, keys[index])
+                return index
+        return super().choose(req)
+
+    def add(self, replica: ReplicaView) -> None:
+        super().add(replica)
+        self._slots.append(replica.slots)
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        super().set_routable(index, routable)
+        self._routable.set(index, routable)
+
+
 class _WorkCounter:
     """Outstanding work of each replica in predicted seconds, and each one's cost per token."""
 
@@ -461,6 +496,7 @@ ROUTERS: dict[str, type] = {
     "power_of_two": PowerOfTwo,
     "prefix_affinity": PrefixAffinity,
     "cheapest_first": CheapestFirst,
+    "pack": Pack,
 }
 
 

@@ -418,6 +418,7 @@ RouterName = Literal[
     "power_of_two",
     "prefix_affinity",
     "cheapest_first",
+    "pack",
 ]
 
 
