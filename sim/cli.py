@@ -19,7 +19,7 @@ from sim.errors import SimWarning, UserError
 from sim.report_cli import add_report
 from sim.request import REJECTION_REASONS
 from sim.rundir import check_out_dir, check_run_out, writing_run
-from sim.study.commands import add_plan, add_sweep
+from sim.study.commands import add_plan, add_study, add_sweep
 
 if TYPE_CHECKING:
     from sim.runspec import RunSpec
@@ -311,6 +311,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     perf_cli.add,
     add_sweep,
     add_plan,
+    add_study,
     _add_validate,
     add_validate_e2e,
     _add_check,

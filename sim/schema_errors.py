@@ -12,11 +12,17 @@ from pydantic import BaseModel, ValidationError
 
 
 def format_errors(
-    exc: ValidationError, root: type[BaseModel], data: dict, source: str, set_paths: list[str]
+    exc: ValidationError,
+    root: type[BaseModel],
+    data: dict,
+    source: str,
+    set_paths: list[str],
+    what: str = "scenario",
 ) -> str:
     """One line per error of validating `data` (a file's tables, as `root`): the dotted field,
-    the bad value, whether it came from ``--set``, and what is allowed there."""
-    lines = [f"{source}: invalid scenario"]
+    the bad value, whether it came from ``--set``, and what is allowed there; the first line
+    names the file `source` and `what` it holds."""
+    lines = [f"{source}: invalid {what}"]
     for err in exc.errors():
         path, value, found = _data_path(err["loc"], data, root)
         dotted = ".".join(str(p) for p in path)
@@ -60,19 +66,27 @@ def _allowed_keys(path: list, data: Any, root: type[BaseModel]) -> str:
     """The field names allowed in the table at `path` of a file validated as `root`."""
     model: Any = root
     node = data
+    members: list[type[BaseModel]] = []
     for part in path:
         node = node[part]
-        if isinstance(part, int):
+        if isinstance(part, int):  # an item of a list: its own tag picks its model
+            model = _member_for(members, node)
             continue
         if model is None or part not in getattr(model, "model_fields", {}):
             return "(see docs)"
         members = _models_in(model.model_fields[part].annotation)
-        tag = node.get("kind", node.get("dist")) if isinstance(node, dict) else None
-        tagged = [m for m in members if tag is not None and _tag_of(m) == tag]
-        model = (tagged or members or [None])[0]
+        model = _member_for(members, node)
     if model is None:
         return "(see docs)"
     return ", ".join(model.model_fields)
+
+
+def _member_for(members: list[type[BaseModel]], node: Any) -> type[BaseModel] | None:
+    """The model among a union's `members` whose ``kind``/``dist`` tag `node` carries (else the
+    first)."""
+    tag = node.get("kind", node.get("dist")) if isinstance(node, dict) else None
+    tagged = [m for m in members if tag is not None and _tag_of(m) == tag]
+    return (tagged or members or [None])[0]
 
 
 def _models_in(annotation: Any) -> list[type[BaseModel]]:

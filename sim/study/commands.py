@@ -229,3 +229,41 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print("no option meets every SLO; its status says why")
     print(f"options in {Path(out) / 'plan.csv'}; every point tried in evaluations.parquet")
     return 0
+
+
+def add_study(sub: argparse._SubParsersAction) -> None:
+    """Register ``sim study run``."""
+    study = sub.add_parser("study", help="run a study of the gallery (docs/gallery.md)")
+    verbs = study.add_subparsers(dest="verb", required=True)
+    p = verbs.add_parser(
+        "run",
+        help="run a study's plans and sweeps (resumable), then write its table, figure "
+        "(PNG, SVG, PDF) and provenance.json",
+    )
+    p.add_argument("folder", help="study folder holding study.toml, e.g. studies/hardware")
+    p.add_argument("--out", help="results folder (default FOLDER/results); rerun to resume")
+    _add_executor_options(p)
+    p.set_defaults(func=_cmd_study_run)
+
+
+def _cmd_study_run(args: argparse.Namespace) -> int:
+    import shlex
+
+    from sim.study.gallery import run_study
+    from sim.study.plan import stderr_log
+
+    given = []
+    for option in ("out", "workers", "scheduler"):
+        if getattr(args, option) is not None:
+            given += [f"--{option}", str(getattr(args, option))]
+    command = shlex.join(["python", "-m", "sim", "study", "run", args.folder, *given])
+    try:
+        result = run_study(
+            args.folder, args.out, command=command, log=stderr_log, **_executor_args(args)
+        )
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are kept; rerun to continue")
+        return INTERRUPTED
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("wrote " + ", ".join(str(path) for path in result.files))
+    return 0
