@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.capacity import pool_capacities
-from analysis.economics import economics, pool_economics
+from analysis.economics import economics, margin_with_background, pool_economics
+from analysis.fleet import fleet_summary
 from analysis.metrics import (
     batching,
     distribution,
@@ -36,6 +37,10 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     capacity = pool_capacities(data, window)
     utilization = fleet_utilization(data, window, capacity)
     fleet_capacity = utilization["capacity_per_s"]
+    money, fleet = economics(data, window, target_margin), fleet_summary(data)
+    fleet["background"]["margin_with_background"] = margin_with_background(
+        money, fleet["background"]["value_usd"]
+    )
     return {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
@@ -51,9 +56,10 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
             data, window, fleet_capacity if math.isfinite(fleet_capacity) else None
         ),
         "batching": batching(data, window),
-        "economics": economics(data, window, target_margin),
+        "economics": money,
         "classes": per_class(data),
         "pools": per_pool(data, window, capacity),
+        "fleet": fleet,
     }
 
 
@@ -81,6 +87,7 @@ def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
+            "pricing": pool.lifecycle.pricing,
             "model": pool.model,
             "requests": requests_block(data, measured[mine.loc[measured.index]]),
             "throughput": throughput(data, window, data.requests[mine]),

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     model_serializer,
@@ -29,17 +27,13 @@ from sim.catalog import (
     canonical_id,
 )
 from sim.errors import UserError
+from sim.fleet_config import DYNAMIC_KEYS, BackgroundConfig, PoolDynamics, check_pool_dynamics
 from sim.overrides import apply_override, deep_copy
 from sim.schema_errors import format_errors
+from sim.section import Section
 
 Dtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 KvDtype = Literal["bf16", "fp16", "fp8"]
-
-
-class Section(BaseModel):
-    """Base of every scenario section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- [sim]
@@ -149,7 +143,9 @@ class RequestClass(Section):
 class WorkloadConfig(Section):
     """Arrival process and request classes."""
 
-    arrival: Literal["poisson", "gamma", "schedule", "diurnal", "trace"] = "poisson"
+    arrival: Literal["poisson", "gamma", "schedule", "diurnal", "weekly", "rate_curve", "trace"] = (
+        "poisson"
+    )
     rate: float | None = Field(default=None, gt=0, description="mean arrivals per second")
     cv: float | None = Field(default=None, gt=0, description="gamma: CV of inter-arrival times")
     schedule: list[tuple[float, float]] | None = Field(
@@ -157,6 +153,12 @@ class WorkloadConfig(Section):
     )
     diurnal_amplitude: float | None = Field(default=None, ge=0, lt=1)
     diurnal_period_s: float | None = Field(default=None, gt=0)
+    day_factors: list[float] | None = Field(
+        default=None, description="weekly: the rate of each of 7 days, times `rate`"
+    )
+    rate_curve: str | None = Field(
+        default=None, description="rate_curve: a CSV of time_s,rate (piecewise linear)"
+    )
     trace: str | None = Field(default=None, description="trace file, or builtin:NAME")
     trace_format: Literal["plain", "azure", "mooncake"] | None = None
     load_scale: float = Field(default=1.0, gt=0, description="trace: 2.0 replays at twice the load")
@@ -169,11 +171,13 @@ class WorkloadConfig(Section):
             "gamma": {"rate", "cv"},
             "schedule": {"schedule"},
             "diurnal": {"rate", "diurnal_amplitude", "diurnal_period_s"},
+            "weekly": {"rate", "diurnal_amplitude", "day_factors"},
+            "rate_curve": {"rate_curve"},
             "trace": {"trace"},
         }
         optional = {"trace": {"trace_format"}}
         settable = {"rate", "cv", "schedule", "diurnal_amplitude", "diurnal_period_s", "trace"}
-        settable |= {"trace_format"}
+        settable |= {"trace_format", "day_factors", "rate_curve"}
         given = {f for f in settable if getattr(self, f) is not None}
         missing = needs[self.arrival] - given
         if missing:
@@ -187,6 +191,10 @@ class WorkloadConfig(Section):
             raise ValueError("load_scale applies to arrival = 'trace' only")
         if self.schedule is not None:
             _check_schedule(self.schedule)
+        if self.day_factors is not None and (
+            len(self.day_factors) != 7 or min(self.day_factors) < 0
+        ):
+            raise ValueError("day_factors: 7 numbers >= 0, one per day of the week")
         self._check_classes()
         return self
 
@@ -401,7 +409,7 @@ PerfConfig = Annotated[
 
 # ----------------------------------------------------------------------------- [fleet]
 
-SINGLE_POOL_KEYS = ("gpu", "tp", "replicas")
+SINGLE_POOL_KEYS = ("gpu", "tp", "replicas", *DYNAMIC_KEYS)
 RouterName = Literal[
     "round_robin",
     "least_outstanding",
@@ -410,21 +418,24 @@ RouterName = Literal[
     "power_of_two",
     "prefix_affinity",
     "cheapest_first",
+    "pack",
 ]
 
 
-class PoolConfig(Section):
+class PoolConfig(PoolDynamics):
     """A pool of identical replicas, each one model on `tp` GPUs of one type.
 
     Unset fields inherit: `model`, `weight_dtype` and `kv_dtype` from ``[model]``, `batcher`
     from ``[batcher]`` and `perf` from ``[perf]`` (a pool's own table replaces the whole
-    section), the price from ``[economics]`` or the defaults table for the pool's GPU.
+    section), the price from ``[economics]`` or the defaults table for the pool's GPU and
+    pricing. Its fields over time (pricing, spares, cold start, autoscaling, failures, spot
+    reclaims) are those of :class:`~sim.fleet_config.PoolDynamics`.
     """
 
     name: str = Field(min_length=1)
     gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
     tp: int = Field(default=1, ge=1, le=64)
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=0, description="at the start (0 only with autoscale)")
     model: str | None = Field(default=None, description="model served (default: [model] name)")
     weight_dtype: Dtype | None = None
     kv_dtype: KvDtype | None = None
@@ -436,16 +447,19 @@ class PoolConfig(Section):
     price_source: str | None = Field(default=None, description="where this pool's price is from")
 
 
-class FleetConfig(Section):
-    """The replicas: one pool (`gpu`, `tp`, `replicas`) or several (`pools`), and the router."""
+class FleetConfig(PoolDynamics):
+    """The replicas: one pool (`gpu`, `tp`, `replicas` and the fields of
+    :class:`~sim.fleet_config.PoolDynamics`) or several (`pools`), the router, and the
+    background work idle replicas take (`background`)."""
 
     gpu: str | None = Field(
         default=None, description="catalogue id (h100, ...) or an [accelerators.NAME] entry"
     )
     tp: int = Field(default=1, ge=1, le=64)
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=0, description="at the start (0 only with autoscale)")
     router: RouterName = "least_outstanding"
     pools: list[PoolConfig] = Field(default_factory=list)
+    background: BackgroundConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -454,8 +468,8 @@ class FleetConfig(Section):
             given = [k for k in SINGLE_POOL_KEYS if k in data]
             if given:
                 raise ValueError(
-                    f"{', '.join(given)}: with [[fleet.pools]] each pool sets its own gpu, tp "
-                    f"and replicas; remove fleet.{given[0]}"
+                    f"{', '.join(given)}: with [[fleet.pools]] each pool sets its own "
+                    f"{given[0]}; remove fleet.{given[0]}"
                 )
         return data
 
@@ -607,6 +621,7 @@ class Scenario(Section):
                 )
         self._check_class_models()
         self._check_pool_prices()
+        self._check_dynamics()
         if self.fleet.router == "cheapest_first" and self.economics is None:
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
@@ -693,6 +708,21 @@ class Scenario(Section):
                 raise ValueError(
                     f"{field}: pricing = 'owned' prices GPUs from purchase_usd_per_gpu; remove it"
                 )
+
+    def pool_tables(self) -> list[tuple[str, int, PoolDynamics]]:
+        """Per pool: where it is written (``fleet`` or ``fleet.pools.N``), its replicas at the
+        start and its fields over time."""
+        if not self.fleet.pools:
+            return [("fleet", self.fleet.replicas, self.fleet)]
+        return [(f"fleet.pools.{i}", p.replicas, p) for i, p in enumerate(self.fleet.pools)]
+
+    def _check_dynamics(self) -> None:
+        default_pricing = self.economics.pricing if self.economics is not None else "on_demand"
+        models = self.served_models()
+        pool_models = [name for _, name in self._pool_fields("model")]
+        for (field, replicas, dyn), model in zip(self.pool_tables(), pool_models, strict=True):
+            classes = [c for c in self.workload.classes if (c.model or models[0]) == model]
+            check_pool_dynamics(field, replicas, dyn, dyn.pricing or default_pricing, classes)
 
     def resolve_path(self, path: str) -> Path:
         """A path from the scenario, relative to the scenario file's folder."""
