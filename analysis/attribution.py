@@ -39,8 +39,7 @@ def prefill_fraction(data: RunData) -> np.ndarray:
     share = np.where(p > 0, 1.0, 0.0)
     replica = s["replica"].to_numpy()
     for pool in data.spec.pools:
-        mixed = (p > 0) & (d > 0) & (replica >= pool.first_replica)
-        mixed &= replica < pool.first_replica + pool.replicas
+        mixed = (p > 0) & (d > 0) & np.isin(replica, data.pool_replicas(pool))
         if not mixed.any():
             continue
         model = make_step_time_model(pool, np.random.default_rng(0))

@@ -9,8 +9,8 @@ import pandas as pd
 from analysis.rundata import RunData
 from analysis.window import Window
 from sim.capacity import Capacity, WorkloadMix, pool_capacity
+from sim.fleet_config import COLOCATED
 from sim.runspec import PoolSpec
-from sim.scenario import COLOCATED
 
 
 def workload_mix(requests: pd.DataFrame, window: Window) -> WorkloadMix | None:

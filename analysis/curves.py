@@ -17,11 +17,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.capacity import pool_capacities
+from analysis.economics import request_revenue, span_cost
+from analysis.fleet import PROVISIONED
 from analysis.metrics import latencies
 from analysis.rundata import RunData, load_run
 from analysis.summary import summarize
-from analysis.utilization import fleet_timeline, replica_timeline
-from sim.scenario import COLOCATED, DECODE, PREFILL
+from analysis.utilization import (
+    default_window_s,
+    fleet_timeline,
+    replica_timeline,
+    replicas_by_state,
+    window_edges,
+)
+from analysis.window import Window, measurement_window
+from sim.fleet_config import COLOCATED, DECODE, PREFILL
 
 IDENTITY = ("scenario", "gpu", "tp", "replicas", "pricing", "offered_rate_rps", "max_num_seqs")
 NOT_IDENTITY = ("base_dir", "sim.seed")  # differ between copies and seeds of one series
@@ -246,17 +256,53 @@ def latency_vs_load(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def replica_capacities(run: Run) -> dict[str, float]:
-    """One replica's capacity (requests/s) of each pool, from the run's summary."""
-    pools = run.summary["pools"]
-    return {
-        p.name: (pools[p.name]["utilization"]["capacity_per_s"] or float("nan")) / p.replicas
-        for p in run.data.spec.pools
-    }
+    """One replica's capacity (requests/s) of each pool, for the run's mix."""
+    return pool_capacities(run.data, measurement_window(run.data))
 
 
 def utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:
     """The fleet's utilization per time window (columns of :func:`fleet_timeline`)."""
     return fleet_timeline(replica_timeline(run.data, replica_capacities(run), window_s))
+
+
+def fleet_over_time(run: Run, window_s: float | None = None) -> pd.DataFrame:
+    """Per time window (an hour for runs of two hours or more): offered load (arrivals per
+    second), mean replicas in each provisioned state (summed over pools), the fleet's capacity
+    utilization, and the revenue of the requests completed in it, the cost of the GPU time
+    provisioned in it (USD) and their margin (NaN without [economics])."""
+    data = run.data
+    if window_s is None:
+        window_s = 3600.0 if data.simulated_s >= 7200.0 else default_window_s(data.simulated_s)
+    edges = window_edges(data.simulated_s, window_s)
+    frame = (
+        replicas_by_state(data, edges)
+        .groupby(["window_start_s", "window_end_s"], sort=True)[list(PROVISIONED)]
+        .sum()
+        .reset_index()
+    )
+    arrivals = np.histogram(data.requests["arrival_s"].to_numpy(), edges)[0]
+    frame.insert(2, "offered_rps", arrivals / np.diff(edges))
+    utilization = fleet_timeline(replica_timeline(data, replica_capacities(run), window_s))
+    frame["capacity_utilization"] = utilization["capacity_utilization"].to_numpy()
+    frame["revenue_usd"], frame["cost_usd"] = _money_per_window(data, edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["margin"] = (frame["revenue_usd"] - frame["cost_usd"]) / frame["revenue_usd"]
+    return frame
+
+
+def _money_per_window(data: RunData, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Revenue of the requests completed in each window and cost of each window (USD; NaN
+    without [economics])."""
+    if data.scenario.economics is None:
+        return np.full(len(edges) - 1, np.nan), np.full(len(edges) - 1, np.nan)
+    req = data.requests
+    done = req[req["status"] == "completed"]
+    net = request_revenue(data, done)["net_usd"].to_numpy()
+    revenue = np.histogram(done["finish_s"].to_numpy(), edges, weights=net)[0]
+    cost = [
+        span_cost(data, Window(a, b)).total_usd for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    return revenue, np.array(cost)
 
 
 def pool_utilization_timeline(run: Run, window_s: float | None = None) -> pd.DataFrame:

@@ -20,8 +20,8 @@ import pandas as pd
 from analysis.metrics import distribution
 from analysis.rundata import RunData
 from sim.catalog import BYTES_PER_DTYPE
+from sim.fleet_config import COLOCATED, DECODE, PREFILL
 from sim.runspec import PoolSpec
-from sim.scenario import COLOCATED, DECODE, PREFILL
 
 
 def first_replica(requests: pd.DataFrame) -> pd.Series:
@@ -92,7 +92,7 @@ def expected_transfer_s(data: RunData, requests: pd.DataFrame) -> pd.Series:
     at most the model's KV heads."""
     link = data.spec.interconnect
     assert link is not None
-    pools = data.spec.replica_pools()
+    pools = data.replica_pool
     tp = np.array([p.tp for p in pools])
     kv_heads = np.array([p.model_shape.kv_heads for p in pools])
     prefill = requests["prefill_replica"].to_numpy()
@@ -121,11 +121,10 @@ def kv_transfer(data: RunData) -> dict:
     }
 
 
-def pool_requests(requests: pd.DataFrame, pool: PoolSpec) -> pd.DataFrame:
-    """The requests a pool served, with `replica` their replica in it: a prefill pool's are
-    those it prefilled, a decode pool's those it decoded, a colocated pool's those on its
-    replicas."""
+def pool_requests(data: RunData, requests: pd.DataFrame, pool: PoolSpec) -> pd.DataFrame:
+    """The requests (some of `data`'s) a pool served, with `replica` their replica in it: a
+    prefill pool's are those it prefilled, a decode pool's those it decoded, a colocated
+    pool's those on its replicas (every one that existed during the run)."""
     column = {COLOCATED: "replica", PREFILL: "prefill_replica", DECODE: "decode_replica"}[pool.role]
-    own = pool.replica_indices
-    mine = requests[requests[column].between(own.start, own.stop - 1)]
+    mine = requests[requests[column].isin(data.pool_replicas(pool))]
     return mine if column == "replica" else mine.assign(replica=mine[column])

@@ -18,6 +18,7 @@ import pandas as pd
 
 from analysis.attribution import request_gpu_s, step_split
 from analysis.disaggregation import first_replica
+from analysis.fleet import billed_gpu_hours, seconds_by_state
 from analysis.metrics import TRACE_CLASS, distribution, slo_missed
 from analysis.rundata import RunData
 from analysis.utilization import nonidle_s_per_replica
@@ -30,21 +31,37 @@ JOULES_PER_KWH = 3.6e6
 CACHED_COLUMN = "cached_prompt_tokens"  # prompt tokens served from the prefix cache
 
 
-def gpu_hours(pool: PoolSpec, span: Window) -> float:
-    """Provisioned GPU time of a pool over `span`: every GPU of every replica, busy or not."""
-    return pool.gpus * span.duration_s / SECONDS_PER_HOUR
+def gpu_hours(data: RunData, pool: PoolSpec, span: Window) -> float:
+    """Billed GPU time of a pool over `span` (``analysis.fleet``): every GPU of every replica
+    while provisioned, busy or not; the whole commitment when reserved or owned."""
+    return billed_gpu_hours(data, pool, span)
+
+
+def margin_with_background(money: dict, value_usd: float) -> float | None:
+    """The whole run's margin when the value of background work (USD) counts as revenue beside
+    serving's: (revenue + value - cost) / (revenue + value), from the economics block `money`
+    (its totals; None without prices)."""
+    totals = money["totals"]
+    if totals["revenue_usd"] is None:
+        return None
+    earned = totals["revenue_usd"] + value_usd
+    return _ratio(earned - totals["cost_usd"], earned)
 
 
 def energy_kwh(data: RunData, pool: PoolSpec, span: Window) -> float:
-    """Facility energy of a pool's GPUs over `span` (kWh, PUE included); 0 without [energy]."""
+    """Facility energy of a pool's GPUs over `span` (kWh, PUE included); 0 without [energy].
+
+    Busy: running iterations or background work; idle: the rest of the provisioned time but
+    failed (a failed replica is off).
+    """
     eco = data.scenario.economics
     if eco is None or eco.energy is None:
         return 0.0
     e = eco.energy
-    busy_s = nonidle_s_per_replica(data, span)[
-        pool.first_replica : pool.first_replica + pool.replicas
-    ]
-    idle_s = span.duration_s - busy_s
+    mine = data.pool_replicas(pool)
+    states = seconds_by_state(data, span).iloc[mine]
+    busy_s = nonidle_s_per_replica(data, span)[mine] + states["background"].to_numpy()
+    idle_s = states.drop(columns=["failed"]).sum(axis=1).to_numpy() - busy_s
     watt_s = (e.busy_power_fraction * busy_s + e.idle_power_fraction * idle_s).sum()
     watt_s *= pool.accelerator.tdp_w
     return float(watt_s * pool.tp * e.pue / JOULES_PER_KWH)
@@ -79,7 +96,7 @@ def pool_costs(data: RunData, span: Window) -> dict[str, Cost]:
     out = {}
     for pool in data.spec.pools:
         assert pool.price is not None  # resolved with [economics]
-        hours, kwh = gpu_hours(pool, span), energy_kwh(data, pool, span)
+        hours, kwh = gpu_hours(data, pool, span), energy_kwh(data, pool, span)
         out[pool.name] = Cost(
             hours,
             hours * pool.price.usd_per_gpu_hour,
@@ -241,7 +258,7 @@ def economics(data: RunData, window: Window | None = None, target_margin: float 
     window = window or measurement_window(data)
     done = completed_in(data, window)
     split = attribute(data, window, done)
-    hours = sum(gpu_hours(p, window) for p in data.spec.pools)
+    hours = sum(gpu_hours(data, p, window) for p in data.spec.pools)
     whole = Window(0.0, data.simulated_s)
     block = {
         "target_margin": target_margin,
@@ -253,7 +270,7 @@ def economics(data: RunData, window: Window | None = None, target_margin: float 
         "output_tokens": int(done["output_tokens"].sum()),
     }
     if data.scenario.economics is None:
-        whole_hours = sum(gpu_hours(p, whole) for p in data.spec.pools)
+        whole_hours = sum(gpu_hours(data, p, whole) for p in data.spec.pools)
         totals = {"gpu_hours": whole_hours, **dict.fromkeys(_TOTAL_MONEY_KEYS)}
         return {**block, **dict.fromkeys(_STEADY_MONEY_KEYS), "classes": {}, "totals": totals}
     cost = span_cost(data, window)
@@ -369,7 +386,7 @@ def pool_economics(data: RunData, window: Window) -> dict[str, dict[str, float |
     """
     if data.scenario.economics is None:
         return {
-            p.name: {"gpu_hours": gpu_hours(p, window), **dict.fromkeys(_POOL_MONEY_KEYS)}
+            p.name: {"gpu_hours": gpu_hours(data, p, window), **dict.fromkeys(_POOL_MONEY_KEYS)}
             for p in data.spec.pools
         }
     req = request_revenue(data, completed_in(data, window))

@@ -27,6 +27,17 @@ one :class:`Invariant` per law, each with the number of violations and an exampl
 * KV cache: blocks in use never exceed the replica's capacity.
 * pools serve their models: every routed request is on a replica of a pool that serves the
   model its class needs.
+* replicas work only while up: every interval of the steps trace, and every request's first
+  scheduling and finish, lies within a time its replica was serving or draining (fleet.parquet):
+  none while provisioning, loading, standing by, failed, gone or lent to background work.
+
+A fleet that changes over time changes some laws (docs/fleet.md): a replica is idle only while
+serving or draining, so work conservation looks at those times only, and a request that started
+over after its replica failed (or was reclaimed) waits from that moment, not from its arrival;
+a request routed to a replica lent to background work may wait the preemption time. When any
+request started over, the work of its lost attempts is in the steps trace but not in its own
+columns, so the token laws become bounds (>=) and Little's law a bound too (>=; not checked when
+requests were also preempted, which bounds it the other way).
 
 The laws of a replica's work (work conservation, tokens, Little's law, KV cache) are checked
 pool by pool, each with its pool's batcher and KV capacity. On a prefill or decode pool
@@ -59,9 +70,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.disaggregation import expected_transfer_s, pool_requests
+from analysis.fleet import state_intervals
 from analysis.rundata import RunData
-from sim.runspec import PoolSpec, RunSpec
-from sim.scenario import COLOCATED, DECODE, PREFILL
+from sim.fleet_config import COLOCATED, DECODE, PREFILL
+from sim.runspec import PoolSpec
 
 STATUSES = ("completed", "rejected", "in_flight")
 
@@ -79,21 +91,62 @@ class Invariant:
         return self.violations == 0
 
 
+@dataclass(frozen=True)
+class Lifecycle:
+    """What the laws need of the fleet trace.
+
+    working: per replica, the (start, end) times of its stretches of serving or draining;
+    restarts_s: the times at which replicas failed or were reclaimed, increasing (requests
+    inside started over then); lent_s: the longest a request may wait for a replica lent to
+    background work (its preemption time); restarted: whether any request started over.
+    """
+
+    working: dict[int, tuple[np.ndarray, np.ndarray]]
+    restarts_s: np.ndarray
+    lent_s: float
+    restarted: bool
+
+    @classmethod
+    def of(cls, data: RunData) -> Lifecycle:
+        iv = state_intervals(data)
+        iv = iv[iv["state"].isin(WORKING)]
+        working = {}
+        for replica, mine in iv.groupby("replica"):
+            start, end = mine["start_s"].to_numpy(), mine["end_s"].to_numpy()
+            joined = np.append(True, start[1:] > end[:-1])  # a new stretch, not a continuation
+            stop = np.append(np.flatnonzero(joined[1:]), len(start) - 1)
+            working[int(replica)] = (start[joined], end[stop])
+        assert data.fleet is not None
+        restarts = data.fleet[data.fleet["cause"].isin(("failure", "reclaimed"))]["time_s"]
+        background = data.scenario.fleet.background
+        retries = data.requests.get("retries")
+        return cls(
+            working,
+            np.sort(restarts.to_numpy()),
+            0.0 if background is None else background.preemption_s,
+            retries is not None and bool((retries > 0).any()),
+        )
+
+
+WORKING = ("serving", "draining")  # the states in which a replica runs iterations
+
+
 def check_run(data: RunData) -> list[Invariant]:
     """Every invariant of one run; the laws of one replica are checked pool by pool, each
     with its pool's batcher and KV capacity."""
     req, steps, spec = data.requests, data.steps, data.spec
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
-    drained = data.scenario.sim.drain
-    per_pool = [_pool_laws(req, steps, pool, spec, tol, drained) for pool in spec.pools]
+    life, drained = Lifecycle.of(data), data.scenario.sim.drain
+    per_pool = [_pool_laws(data, pool, tol, life, drained) for pool in spec.pools]
     laws = [_merged(invariants) for invariants in zip(*per_pool, strict=True)]
     checked = [
-        conservation(req, data.scenario.sim.drain, spec.num_replicas),
+        conservation(req, drained, data.num_replicas),
         timestamps_ordered(req, tol),
         steps_disjoint(steps, tol),
         *laws,
         pools_serve_their_models(data),
+        replicas_work_only_while_up(req, steps, life, tol),
     ]
     if spec.disaggregated:
         checked += [prefill_transfer_decode(data, tol), links_one_at_a_time(req, tol)]
@@ -101,20 +154,16 @@ def check_run(data: RunData) -> list[Invariant]:
 
 
 def _pool_laws(
-    req: pd.DataFrame,
-    steps: pd.DataFrame,
-    pool: PoolSpec,
-    spec: RunSpec,
-    tol: float,
-    drained: bool,
+    data: RunData, pool: PoolSpec, tol: float, life: Lifecycle, drained: bool
 ) -> list[Invariant]:
     """The laws of the replicas of one pool, as its role has them (`drained`: the run went on
-    until every request was done)."""
+    until every request was done). A prefill or decode pool keeps its replicas for the whole
+    run (the scenario refuses fields over time on it), so `life` is a colocated pool's only."""
     if pool.role == COLOCATED:
-        return _replica_laws(*_of_pool(req, steps, pool, spec), pool, tol, drained)
-    own = pool.replica_indices
+        return _replica_laws(*_of_pool(data, pool), pool, tol, life, drained)
+    req, steps, own = data.requests, data.steps, pool.replica_indices
     mine, mine_steps = (
-        pool_requests(req, pool),
+        pool_requests(data, req, pool),
         steps[steps["replica"].between(own.start, own.stop - 1)],
     )
     if pool.role == PREFILL:
@@ -163,21 +212,22 @@ def _decode_laws(
     ]
 
 
-def _of_pool(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, spec: RunSpec
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _of_pool(data: RunData, pool: PoolSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The requests and steps of one pool's replicas (everything, for a single pool)."""
-    if len(spec.pools) == 1:
+    req, steps = data.requests, data.steps
+    if len(data.spec.pools) == 1:
         return req, steps
-    replicas = pool.replica_indices
-    return (
-        req[req["replica"].between(replicas.start, replicas.stop - 1)],
-        steps[steps["replica"].between(replicas.start, replicas.stop - 1)],
-    )
+    replicas = data.pool_replicas(pool)
+    return req[req["replica"].isin(replicas)], steps[steps["replica"].isin(replicas)]
 
 
 def _replica_laws(
-    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
+    req: pd.DataFrame,
+    steps: pd.DataFrame,
+    pool: PoolSpec,
+    tol: float,
+    life: Lifecycle,
+    drained: bool,
 ) -> list[Invariant]:
     """The laws of a replica's work, for the replicas of one pool (`drained`: the run went on
     until every request was done)."""
@@ -185,14 +235,15 @@ def _replica_laws(
     # static batches compute padding (longest prompt, finished rows): token laws become bounds
     padded = batcher.kind == "static"
     # a dynamic batcher may hold a request on an idle replica up to its queue delay
-    hold_s = getattr(batcher, "max_queue_delay_s", 0.0)
+    hold_s = getattr(batcher, "max_queue_delay_s", 0.0) + life.lent_s
     # vLLM-v0 iterations that prefill pause the decodes, as preemption does
     paused = not getattr(batcher, "mix_prefill_decode", True)
+    bound = padded or life.restarted  # lost attempts or padding in the steps: lower bounds
     return [
-        work_conserving(req, steps, tol, hold_s, drained),
-        decode_tokens(req, steps, padded, getattr(batcher, "preemption", "recompute")),
-        prefill_tokens(req, steps, padded),
-        littles_law_decode(req, steps, tol, padded, paused),
+        work_conserving(req, steps, tol, hold_s, life, drained),
+        decode_tokens(req, steps, bound, getattr(batcher, "preemption", "recompute")),
+        prefill_tokens(req, steps, bound),
+        littles_law_decode(req, steps, tol, padded, paused, life.restarted),
         kv_within_capacity(steps, pool.kv_capacity_blocks),
     ]
 
@@ -208,7 +259,7 @@ def pools_serve_their_models(data: RunData) -> Invariant:
     """Every routed request is on a replica of a pool that serves its class's model."""
     classes = [c.name for c in data.scenario.workload.classes] or ["trace"]
     needs = dict(zip(classes, data.spec.class_models, strict=True))
-    serves = np.array([p.model for p in data.spec.replica_pools()], dtype=object)
+    serves = np.array([p.model for p in data.replica_pool], dtype=object)
     routed = data.requests[data.requests["replica"] >= 0]
     wrong = serves[routed["replica"].to_numpy()] != routed["class"].map(needs).to_numpy()
     bad = routed[wrong]
@@ -295,26 +346,36 @@ def work_conserving(
     steps: pd.DataFrame,
     tol: float,
     hold_s: float = 0.0,
+    life: Lifecycle | None = None,
     drained: bool = True,
     held: pd.DataFrame | None = None,
 ) -> Invariant:
     """No request waits on its replica during an idle gap of that replica.
 
     `hold_s`: how long after its arrival a request may be held on an idle replica on purpose
-    (a dynamic batcher's queue delay). `drained`: false for a run stopped at its horizon, whose
-    replicas may have been busy after their last recorded interval (not checked). `held`: spans
-    (replica, start_s, end_s) in which a replica keeps KV caches that wait to leave it (a
-    prefill replica under backpressure); a request may wait on an idle replica while such spans
-    cover the wait.
+    (a dynamic batcher's queue delay, a lent replica's preemption time). With `life`, a replica
+    is idle only while serving or draining without an iteration, and a request that started
+    over waits from the latest failure or reclaim before its scheduling. `drained`: false for
+    a run stopped at its horizon, whose replicas may have been busy after their last recorded
+    interval (not checked). `held`: spans (replica, start_s, end_s) in which a replica keeps
+    KV caches that wait to leave it (a prefill replica under backpressure); a request may wait
+    on an idle replica while such spans cover the wait.
     """
     waiting = req[(req["status"] != "rejected") & (req["replica"] >= 0)]
     bad_ids: list[int] = []
     for replica, group in waiting.groupby("replica"):
-        gap_start, gap_end = _idle_gaps(steps[steps["replica"] == replica], tol)
-        if not drained:  # drop the open gap after the last recorded interval
+        periods = None if life is None else life.working.get(int(replica))
+        gap_start, gap_end = _idle_gaps(steps[steps["replica"] == replica], tol, periods)
+        if not drained and len(gap_start):  # the open gap after the last recorded interval
             gap_start, gap_end = gap_start[:-1], gap_end[:-1]
         arrival = group["arrival_s"].to_numpy()
         scheduled = group["first_scheduled_s"].fillna(np.inf).to_numpy()
+        if life is not None and "retries" in group:
+            again = group["retries"].to_numpy() > 0
+            last = np.searchsorted(life.restarts_s, scheduled[again] + tol, side="right") - 1
+            restarted_s = np.where(last >= 0, life.restarts_s[np.maximum(last, 0)], -np.inf)
+            arrival = arrival.copy()
+            arrival[again] = np.maximum(arrival[again], restarted_s)
         # the last gap that starts before the request is scheduled is the one that could overlap
         idx = np.searchsorted(gap_start, scheduled - tol, side="left") - 1
         has = idx >= 0
@@ -343,13 +404,26 @@ def _covered(t0: float, t1: float, spans: pd.DataFrame, tol: float) -> bool:
     return t >= t1 - tol
 
 
-def _idle_gaps(steps: pd.DataFrame, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end times of the idle periods of one replica (from time 0 to infinity)."""
+def _idle_gaps(
+    steps: pd.DataFrame, tol: float, periods: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end times of the idle periods of one replica: between its intervals, within
+    its working `periods` (start and end times; None: from time 0 to infinity)."""
+    if periods is None:
+        periods = (np.array([0.0]), np.array([np.inf]))
     s = steps.sort_values("start_s", kind="stable")
-    ends = np.concatenate([[0.0], s["end_s"].to_numpy()])
-    starts = np.concatenate([s["start_s"].to_numpy(), [np.inf]])
-    idle = starts > ends + tol
-    return ends[idle], starts[idle]
+    starts_all, ends_all = s["start_s"].to_numpy(), s["end_s"].to_numpy()
+    gap_start, gap_end = [], []
+    for begin, finish in zip(*periods, strict=True):
+        inside = (starts_all >= begin - tol) & (ends_all <= finish + tol)
+        ends = np.concatenate([[begin], ends_all[inside]])
+        starts = np.concatenate([starts_all[inside], [finish]])
+        idle = starts > ends + tol
+        gap_start.append(ends[idle])
+        gap_end.append(starts[idle])
+    if not gap_start:
+        return np.array([]), np.array([])
+    return np.concatenate(gap_start), np.concatenate(gap_end)
 
 
 def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) -> np.ndarray:
@@ -427,11 +501,13 @@ def littles_law_decode(
     tol: float,
     padded: bool = False,
     paused: bool = False,
+    restarted: bool = False,
 ) -> Invariant:
     """Integral of decode_seqs over time = sum of (finish - first token) of completed requests.
 
     <= when requests were preempted or decodes `paused` for prefills (both stop decoding for a
-    while); >= with padded batches (finished rows keep decoding).
+    while); >= with padded batches (finished rows keep decoding) or `restarted` requests (their
+    lost attempts decoded too); not checked when both bounds apply.
     """
     if (req["status"] == "in_flight").any():
         return Invariant("little's law (decode stage)", 0, "")
@@ -439,7 +515,9 @@ def littles_law_decode(
     decode_time = float((req["finish_s"] - req["first_token_s"]).sum())  # NaN rows skipped
     slack = tol * max(len(steps), 1) + 1e-9 * max(area, decode_time)
     preempted = bool(req["preemptions"].sum() > 0) or paused
-    if padded:
+    if restarted and preempted:
+        return Invariant("little's law (decode stage)", 0, "")
+    if padded or restarted:
         ok = area >= decode_time - slack
     elif preempted:
         ok = area <= decode_time + slack
@@ -471,7 +549,7 @@ def prefill_transfer_decode(data: RunData, tol: float) -> Invariant:
     there, in time order; every transfer lasts latency + bytes / (bandwidth x lanes)."""
     req = data.requests
     split = req[(req["prefill_replica"] >= 0) | (req["decode_replica"] >= 0)]
-    pools = data.spec.replica_pools()
+    pools = data.replica_pool
     roles = np.array([p.role for p in pools] + [""], dtype=object)
     models = np.array([p.model for p in pools] + [""], dtype=object)
     classes = [c.name for c in data.scenario.workload.classes] or ["trace"]
@@ -523,3 +601,28 @@ def links_one_at_a_time(req: pd.DataFrame, tol: float) -> Invariant:
             f"{int(b['prefill_replica'].iloc[0])} before the transfer ahead of it ended"
         ),
     )
+
+
+def replicas_work_only_while_up(
+    req: pd.DataFrame, steps: pd.DataFrame, life: Lifecycle, tol: float
+) -> Invariant:
+    """Every interval of the steps trace, and every request's first scheduling and finish on
+    its replica, lies within a stretch of that replica serving or draining."""
+    bad: list[str] = []
+    for replica, mine in steps.groupby("replica"):
+        start, end = life.working.get(int(replica), (np.array([]), np.array([])))
+        at = np.searchsorted(start, mine["start_s"].to_numpy() + tol, side="right") - 1
+        inside = (at >= 0) & (mine["end_s"].to_numpy() <= end[np.maximum(at, 0)] + tol)
+        bad += [f"replica {int(replica)} ran an interval at {t}" for t in mine["start_s"][~inside]]
+    routed = req[req["replica"] >= 0]
+    for column in ("first_scheduled_s", "finish_s"):
+        for replica, mine in routed[routed[column].notna()].groupby("replica"):
+            start, end = life.working.get(int(replica), (np.array([]), np.array([])))
+            times = mine[column].to_numpy()
+            at = np.searchsorted(start, times + tol, side="right") - 1
+            inside = (at >= 0) & (times <= end[np.maximum(at, 0)] + tol)
+            bad += [
+                f"request {int(r)} {column} on replica {int(replica)} while it was not up"
+                for r in mine["request_id"][~inside]
+            ]
+    return Invariant("replicas work only while up", len(bad), bad[0] if bad else "")

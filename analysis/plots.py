@@ -241,6 +241,28 @@ def utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list
     return save(fig, stem)
 
 
+def fleet_over_time(frame: pd.DataFrame, title: str, stem: Path) -> list[Path]:
+    """Offered load, replicas by state (stacked), capacity utilization and margin per time
+    window, in hours."""
+    fig, (load, states, util, margin) = _figure(4, title, width=4.0)
+    t = (frame["window_start_s"] + frame["window_end_s"]) / 2.0 / 3600.0
+    load.plot(t, frame["offered_rps"], color="C0")
+    load.set(xlabel="simulated time (h)", ylabel="offered load (requests/s)")
+    shown = [s for s in FLEET_STATES if frame[s].max() > 0]
+    states.stackplot(t, *[frame[s] for s in shown], labels=shown, step="mid")
+    states.set(xlabel="simulated time (h)", ylabel="replicas (time average)")
+    _legend(states)
+    util.plot(t, frame["capacity_utilization"] * 100.0, color="C2")
+    util.set(xlabel="simulated time (h)", ylabel="capacity utilization (%)", ylim=(0, 105))
+    margin.plot(t, frame["margin"] * 100.0, color="C3")
+    margin.axhline(0.0, color="0.6", linewidth=0.8)
+    margin.set(xlabel="simulated time (h)", ylabel="margin (%)")
+    return save(fig, stem)
+
+
+FLEET_STATES = ("serving", "background", "draining", "standby", "provisioning", "loading", "failed")
+
+
 def pool_utilization_timeline(timeline: pd.DataFrame, title: str, stem: Path) -> list[Path]:
     """Per pool: capacity utilization and KV occupancy (%), and running requests, per time
     window."""

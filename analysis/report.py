@@ -175,6 +175,15 @@ def build_report(
             curves.utilization_timeline(run, window_s),
             plots.utilization_timeline,
         )
+        add(
+            f"fleet_over_time_{slug}",
+            f"Fleet over time: {run.data.scenario.name} ({run.label})",
+            "Offered load, replicas by state (fleet.parquet), capacity utilization, and the "
+            "margin of each window (revenue of the requests completed in it against the cost "
+            "of the GPU time provisioned in it).",
+            curves.fleet_over_time(run, window_s),
+            plots.fleet_over_time,
+        )
         if len(run.data.spec.pools) > 1:
             add(
                 f"pool_utilization_{_slug(run.label)}",

@@ -1,4 +1,4 @@
-"""A run as analysis sees it: the two trace tables plus the resolved run and its facts.
+"""A run as analysis sees it: its trace tables plus the resolved run and its facts.
 
 Everything in ``analysis`` starts from a :class:`RunData`, loaded from a run directory or taken
 from an in-memory result, so a saved run can be re-analysed without re-simulating. The resolved
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sim.errors import UserError
-from sim.runspec import RunSpec, read_run_spec
+from sim.runspec import PoolSpec, RunSpec, read_run_spec
 from sim.scenario import Scenario
 
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
 REJECTIONS_FILE = "rejections.parquet"  # written only when a request was rejected
+FLEET_FILE = "fleet.parquet"  # written by every run since fleets change over time
 
 
 def no_rejections() -> pd.DataFrame:
@@ -31,20 +33,62 @@ def no_rejections() -> pd.DataFrame:
     return pd.DataFrame({"request_id": pd.Series(dtype="int64"), "reason": pd.Series(dtype=str)})
 
 
+def initial_fleet(spec: RunSpec) -> pd.DataFrame:
+    """The fleet trace of a run whose replicas serve from time 0 to its end (runs saved
+    before fleet.parquet existed had only such fleets)."""
+    pools = spec.replica_pools()
+    return pd.DataFrame(
+        {
+            "time_s": np.zeros(len(pools)),
+            "pool": [p.name for p in pools],
+            "replica": np.arange(len(pools), dtype=np.int32),
+            "from": "none",
+            "to": "serving",
+            "cause": "initial",
+        }
+    )
+
+
 @dataclass
 class RunData:
     """Traces and facts of one run. Times in seconds; `rejections`: request_id and reason of
-    each rejected request."""
+    each rejected request; `fleet`: every change of a replica's state (fleet.parquet; None:
+    the run's fixed fleet)."""
 
     requests: pd.DataFrame
     steps: pd.DataFrame
     spec: RunSpec
     run: dict
     rejections: pd.DataFrame = field(default_factory=no_rejections)
+    fleet: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if self.fleet is None:
+            self.fleet = initial_fleet(self.spec)
 
     @property
     def scenario(self) -> Scenario:
         return self.spec.scenario
+
+    @cached_property
+    def replica_pool(self) -> list[PoolSpec]:
+        """The pool of each replica, by its fleet-wide index (replicas added during the run
+        included), from the fleet trace."""
+        assert self.fleet is not None
+        first = self.fleet.drop_duplicates("replica").set_index("replica")["pool"]
+        by_name = {p.name: p for p in self.spec.pools}
+        return [by_name[first[i]] for i in range(len(first))]
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas that existed during the run."""
+        return len(self.replica_pool)
+
+    def pool_replicas(self, pool: PoolSpec) -> np.ndarray:
+        """The fleet-wide indices of `pool`'s replicas (all that existed during the run)."""
+        return np.array(
+            [i for i, p in enumerate(self.replica_pool) if p.index == pool.index], dtype=np.int64
+        )
 
     @property
     def simulated_s(self) -> float:
@@ -57,7 +101,7 @@ class RunData:
         Derived from the replica and the run's pools, so it holds whether or not the traces
         have a `pool` column (written only for fleets of several pools).
         """
-        names = np.array([p.name for p in self.spec.replica_pools()] + [None], dtype=object)
+        names = np.array([p.name for p in self.replica_pool] + [None], dtype=object)
         replica = self.requests["replica"] if replica is None else replica
         return pd.Series(names[replica.to_numpy()], index=replica.index, name="pool")
 
@@ -76,6 +120,7 @@ class RunData:
             result.spec,
             result.run_facts(),
             no_rejections() if rejections is None else rejections.to_pandas(),
+            result.fleet.to_pandas(),
         )
 
 
@@ -86,13 +131,14 @@ def load_run(run_dir: str | Path) -> RunData:
     missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
     if missing:
         raise UserError(f"{run_dir}: not a complete run directory; missing {', '.join(missing)}")
-    rejections = run_dir / REJECTIONS_FILE
+    rejections, fleet = run_dir / REJECTIONS_FILE, run_dir / FLEET_FILE
     return RunData(
         read_parquet(run_dir / "requests.parquet"),
         read_parquet(run_dir / "steps.parquet"),
         read_run_spec(run_dir / "scenario.json"),
         _read_json(run_dir / "run.json"),
         read_parquet(rejections) if rejections.exists() else no_rejections(),
+        read_parquet(fleet) if fleet.exists() else None,
     )
 
 

@@ -10,7 +10,8 @@ import pandas as pd
 
 from analysis.capacity import pool_capacities
 from analysis.disaggregation import kv_transfer, pool_requests
-from analysis.economics import economics, pool_economics
+from analysis.economics import economics, margin_with_background, pool_economics
+from analysis.fleet import fleet_summary
 from analysis.metrics import (
     batching,
     distribution,
@@ -38,6 +39,10 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     capacity = pool_capacities(data, window)
     utilization = fleet_utilization(data, window, capacity)
     fleet_capacity = utilization["capacity_per_s"]
+    money, fleet = economics(data, window, target_margin), fleet_summary(data)
+    fleet["background"]["margin_with_background"] = margin_with_background(
+        money, fleet["background"]["value_usd"]
+    )
     summary = {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
@@ -57,9 +62,10 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
             else None,
         ),
         "batching": batching(data, window),
-        "economics": economics(data, window, target_margin),
+        "economics": money,
         "classes": per_class(data),
         "pools": per_pool(data, window, capacity),
+        "fleet": fleet,
     }
     if data.spec.disaggregated:
         summary["kv_transfer"] = kv_transfer(data)
@@ -89,10 +95,11 @@ def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
+            "pricing": pool.lifecycle.pricing,
             "model": pool.model,
             "role": pool.role,
-            "requests": requests_block(data, pool_requests(measured, pool)),
-            "throughput": throughput(data, window, pool_requests(data.requests, pool)),
+            "requests": requests_block(data, pool_requests(data, measured, pool)),
+            "throughput": throughput(data, window, pool_requests(data, data.requests, pool)),
             "utilization": utilization[pool.name],
             **money[pool.name],
         }

@@ -8,6 +8,12 @@ time windows of a timeline, a completed request counts as served evenly over its
 (first scheduled to finish), which is smoother and equal in the steady state. Non-idle fraction:
 time running any iteration / provisioned time; it reads near 1 from low loads on, since one
 request keeps a replica non-idle.
+A fleet that changes over time (fleet.parquet) counts each replica only while it is *up* for
+serving (serving, draining or lent to background work, which a request takes back): the
+fractions of a replica are over its up time, the fleet's are up-time weighted means, and the
+fleet's capacity is each replica's capacity times its share of the window it was up. Standby,
+starting and failed replicas add no capacity (they are billed: analysis.fleet). For a fixed
+fleet every replica is up for the whole run, so nothing changes.
 MFU: FLOPs the recorded iterations imply, counted from the model shape, over the replica's dense
 peak FLOP/s, both against the bf16 peak (comparable across weight dtypes) and against the peak of
 the weight dtype (the units the GEMMs run on). MBU: bytes over HBM bandwidth. Peaks are per GPU
@@ -35,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.disaggregation import stays
+from analysis.fleet import PROVISIONED, UP_FOR_SERVING, state_intervals
 from analysis.rundata import RunData
 from analysis.window import Window, completed_in
 from sim.catalog import BYTES_PER_DTYPE
@@ -115,7 +122,7 @@ def step_work(data: RunData) -> pd.DataFrame:
     moved = np.zeros(len(s))
     replica = s["replica"].to_numpy()
     for pool in data.spec.pools:
-        mine = (replica >= pool.first_replica) & (replica < pool.first_replica + pool.replicas)
+        mine = np.isin(replica, data.pool_replicas(pool))
         flops[mine], moved[mine] = _interval_work(s[mine], ShapeCounts.of(pool))
     return s.assign(flops=flops, bytes=moved)
 
@@ -235,7 +242,7 @@ def replica_totals(
     totals["completed"] = done.reindex(totals.index, fill_value=0).to_numpy(np.float64)
     totals["capacity_per_s"] = totals["pool"].map(capacity_per_s).astype(np.float64)
     totals["capacity_utilization"] = totals["completed"] / (
-        window.duration_s * totals["capacity_per_s"]
+        totals["up_s"] * totals["capacity_per_s"]
     )
     return totals
 
@@ -248,8 +255,17 @@ def _replica_windows(
     work = step_work(data)
     spans = _request_spans(data)
     frames = []
-    for replica, pool in enumerate(data.spec.replica_pools()):
+    up = state_intervals(data)
+    up = up[up["state"].isin(UP_FOR_SERVING)]
+    for replica, pool in enumerate(data.replica_pool):
         w = work[work["replica"] == replica]
+        mine_up = up[up["replica"] == replica]
+        up_s = integrate_windows(
+            mine_up["start_s"].to_numpy(),
+            mine_up["end_s"].to_numpy(),
+            np.ones(len(mine_up)),
+            edges,
+        )
         start, end = w["start_s"].to_numpy(), w["end_s"].to_numpy()
         duration = end - start
         rate = {
@@ -271,7 +287,8 @@ def _replica_windows(
         c = counts[pool.index]
         with np.errstate(invalid="ignore", divide="ignore"):
             batch = np.where(area["nonidle"] > 0, area["batch"] / area["nonidle"], np.nan)
-            served = area["served"] / (length * capacity_per_s[pool.name])
+            served = area["served"] / (up_s * capacity_per_s[pool.name])
+            fraction = {k: area[k] / up_s for k in ("nonidle", "flops", "bytes", "kv")}
         frames.append(
             pd.DataFrame(
                 {
@@ -280,15 +297,16 @@ def _replica_windows(
                     "window_start_s": edges[:-1],
                     "window_end_s": edges[1:],
                     "capacity_utilization": served,
-                    "nonidle_fraction": area["nonidle"] / length,
-                    "mfu_bf16_peak": area["flops"] / (length * c.peak_bf16_flops),
-                    "mfu_weight_dtype_peak": area["flops"] / (length * c.peak_weight_dtype_flops),
-                    "mbu": area["bytes"] / (length * c.peak_bytes_per_s),
-                    "kv_occupancy": area["kv"] / (length * pool.kv_capacity_blocks),
+                    "nonidle_fraction": fraction["nonidle"],
+                    "mfu_bf16_peak": fraction["flops"] / c.peak_bf16_flops,
+                    "mfu_weight_dtype_peak": fraction["flops"] / c.peak_weight_dtype_flops,
+                    "mbu": fraction["bytes"] / c.peak_bytes_per_s,
+                    "kv_occupancy": fraction["kv"] / pool.kv_capacity_blocks,
                     "queue_length": area["queue_length"] / length,
                     "running_requests": area["running_requests"] / length,
                     "decode_batch": batch,
                     "nonidle_s": area["nonidle"],
+                    "up_s": up_s,
                 }
             )
         )
@@ -302,9 +320,15 @@ def _per_second(total: np.ndarray, duration: np.ndarray) -> np.ndarray:
 
 
 def fleet_timeline(per_replica: pd.DataFrame) -> pd.DataFrame:
-    """The fleet per window: means over replicas of fractions, sums of counts."""
+    """The fleet per window: means over replicas of fractions (weighted by their up time),
+    sums of counts."""
     g = per_replica.groupby(["window_start_s", "window_end_s"], sort=True)
-    fleet = g[list(FRACTIONS)].mean()
+    fleet = (
+        _up_weighted(per_replica, list(FRACTIONS))
+        .groupby([per_replica["window_start_s"], per_replica["window_end_s"]], sort=True)
+        .sum()
+    )
+    fleet = fleet.div(g["up_s"].sum().replace(0.0, np.nan), axis=0)
     fleet[list(COUNTS)] = g[list(COUNTS)].sum()
     weighted = (per_replica["decode_batch"].fillna(0.0) * per_replica["nonidle_s"]).groupby(
         [per_replica["window_start_s"], per_replica["window_end_s"]]
@@ -314,13 +338,18 @@ def fleet_timeline(per_replica: pd.DataFrame) -> pd.DataFrame:
     return fleet.reset_index()
 
 
+def _up_weighted(per_replica: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """`columns` times each row's up time (NaN where the replica was not up: 0)."""
+    return per_replica[columns].fillna(0.0).mul(per_replica["up_s"], axis=0)
+
+
 def nonidle_s_per_replica(data: RunData, window: Window | None = None) -> np.ndarray:
     """Seconds each replica spent running iterations (index = replica), inside `window` if given."""
     steps = data.steps
     start, end = steps["start_s"].to_numpy(), steps["end_s"].to_numpy()
     seconds = end - start if window is None else window.clip(start, end)
     per = pd.Series(seconds).groupby(steps["replica"].to_numpy()).sum()
-    return per.reindex(range(data.spec.num_replicas), fill_value=0.0).to_numpy()
+    return per.reindex(range(data.num_replicas), fill_value=0.0).to_numpy()
 
 
 def fleet_utilization(
@@ -351,24 +380,54 @@ def _unmeasured(pools, capacity_per_s: Mapping[str, float]) -> dict[str, float |
 
 
 def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None]:
-    """Over the replicas of `totals`: capacity utilization (their completions over their summed
-    capacity), means of the other fractions, sums of the queue and running counts."""
+    """Over the replicas of `totals`: capacity utilization (their completions over their
+    capacity, each replica's for the share of the window it was up), up-time weighted means of
+    the other fractions, sums of the queue and running counts."""
     # None when a replica has no capacity of its own (a prefill or decode replica: one role
     # alone completes no request), or none is known (no request was routed at all)
     known = totals["capacity_per_s"].notna().all()
-    capacity = float(totals["capacity_per_s"].sum()) if known else None
+    up_share = totals["up_s"] / window.duration_s
+    capacity = float((totals["capacity_per_s"] * up_share).sum()) if known else None
     served = float(totals["completed"].sum()) / window.duration_s  # requests/s
     nonidle = float(totals["nonidle_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
+    up_s = float(totals["up_s"].sum())
+    mean = _up_weighted(totals, list(FRACTIONS)).sum() / up_s if up_s > 0 else None
     return {
         "capacity_utilization": served / capacity if capacity else None,
         "capacity_per_s": capacity,
-        "nonidle_fraction": float(totals["nonidle_fraction"].mean()),
-        "kv_occupancy_mean": float(totals["kv_occupancy"].mean()),
-        "mfu_bf16_peak": float(totals["mfu_bf16_peak"].mean()),
-        "mfu_weight_dtype_peak": float(totals["mfu_weight_dtype_peak"].mean()),
-        "memory_bandwidth_utilization": float(totals["mbu"].mean()),
+        "nonidle_fraction": None if mean is None else float(mean["nonidle_fraction"]),
+        "kv_occupancy_mean": None if mean is None else float(mean["kv_occupancy"]),
+        "mfu_bf16_peak": None if mean is None else float(mean["mfu_bf16_peak"]),
+        "mfu_weight_dtype_peak": None if mean is None else float(mean["mfu_weight_dtype_peak"]),
+        "memory_bandwidth_utilization": None if mean is None else float(mean["mbu"]),
         "queue_length_mean": float(totals["queue_length"].sum()),
         "running_requests_mean": float(totals["running_requests"].sum()),
         "decode_batch_mean": float(batch / nonidle) if nonidle > 0 else None,
     }
+
+
+def replicas_by_state(data: RunData, edges: np.ndarray) -> pd.DataFrame:
+    """Mean replicas in each provisioned state per window of `edges` and pool: columns pool,
+    window_start_s, window_end_s and one per state."""
+    iv = state_intervals(data)
+    length = np.diff(edges)
+    frames = []
+    for pool in data.spec.pools:
+        mine = iv[iv["pool"] == pool.name]
+        columns = {}
+        for state in PROVISIONED:
+            rows = mine[mine["state"] == state]
+            columns[state] = (
+                integrate_windows(
+                    rows["start_s"].to_numpy(), rows["end_s"].to_numpy(), np.ones(len(rows)), edges
+                )
+                / length
+            )
+        frames.append(
+            pd.DataFrame(
+                {"pool": pool.name, "window_start_s": edges[:-1], "window_end_s": edges[1:]}
+                | columns
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -35,11 +35,11 @@ import simpy
 
 from sim.batching.disaggregated import DecodeBatcher, PrefillBatcher
 from sim.events import urgent_after
+from sim.fleet_config import DECODE, PREFILL
 from sim.memory import kv_bytes_per_token
 from sim.recorder import Recorder
 from sim.request import Request
 from sim.runspec import Interconnect, PoolSpec
-from sim.scenario import DECODE, PREFILL
 
 if TYPE_CHECKING:
     from sim.fleet import RouteGroup

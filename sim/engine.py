@@ -16,8 +16,10 @@ import pyarrow as pa
 import simpy
 from tqdm import tqdm
 
+from sim.autoscale import start_autoscalers
 from sim.errors import SimWarning, UserError
-from sim.fleet import Fleet, schedule_urgent
+from sim.events import schedule_urgent
+from sim.fleet import Fleet
 from sim.recorder import Recorder, write_table
 from sim.request import Request
 from sim.resolve import resolve
@@ -26,7 +28,7 @@ from sim.scenario import Scenario
 from sim.workload import Workload, arrivals_end_s, generate_workload
 
 # one random stream per concern, in a fixed order: adding a stream at the end shifts no other
-STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes")
+STREAMS = ("arrivals", "classes", "lengths", "perf", "router", "prefixes", "failures", "reclaims")
 PROGRESS_EVERY_EVENTS = 4096  # progress-bar refresh period
 
 
@@ -48,6 +50,7 @@ class RunResult:
     seed: int
     requests: pa.Table
     steps: pa.Table
+    fleet: pa.Table
     simulated_s: float
     wall_s: float
     events: int
@@ -67,12 +70,13 @@ class RunResult:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write requests.parquet, steps.parquet, scenario.json and run.json into `out_dir`,
-        and rejections.parquet when a request was rejected."""
+        """Write requests.parquet, steps.parquet, fleet.parquet, scenario.json and run.json
+        into `out_dir`, and rejections.parquet when a request was rejected."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         write_table(self.requests, out / "requests.parquet")
         write_table(self.steps, out / "steps.parquet")
+        write_table(self.fleet, out / "fleet.parquet")
         if self.rejections is not None:
             write_table(self.rejections, out / "rejections.parquet")
         _write_json(out / "scenario.json", self.spec.to_json())
@@ -110,14 +114,26 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
 
     env = simpy.Environment()
     pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
+    retries = any(p.lifecycle.failures or p.lifecycle.reclaim for p in spec.pools)
     recorder = Recorder(
         workload,
         pool_names,
         longest_context=spec.pads_decode_attention,
         disaggregated=spec.disaggregated,
+        retries=retries,
     )
-    perf_seeds = streams["perf"].spawn(spec.num_replicas)
-    fleet = Fleet(env, spec, recorder, perf_seeds, streams["router"], workload.prefix_block_tokens)
+    fleet = Fleet(
+        env,
+        spec,
+        recorder,
+        streams["perf"],
+        streams["router"],
+        workload.prefix_block_tokens,
+        streams["failures"],
+        streams["reclaims"],
+    )
+    fleet.start()
+    start_autoscalers(env, fleet)
     ArrivalFeed(env, workload, fleet, recorder, over_context(workload, spec)).start()
     horizon = None if sim.drain else sim.duration_s
     _run_env(env, horizon, recorder, len(workload), progress)
@@ -130,6 +146,7 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
         seed=seed,
         requests=recorder.requests_table(),
         steps=steps,
+        fleet=recorder.fleet_table([p.name for p in spec.pools]),
         simulated_s=float(end),
         wall_s=time.perf_counter() - wall_start,
         events=events_scheduled(env),

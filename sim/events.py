@@ -1,4 +1,5 @@
-"""Bare SimPy events with a callback: cheaper than a process for one-off actions."""
+"""Bare SimPy events with a callback: cheaper than a process for one-off actions (the fleet's
+bookkeeping, KV transfers)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,14 @@ def urgent_after(
     event._ok, event._value = True, None
     event.callbacks.append(callback)
     env.schedule(event, URGENT, delay_s)
+
+
+def schedule_urgent(
+    env: simpy.Environment, at_s: float, callback: Callable[[simpy.Event], None]
+) -> None:
+    """Call `callback` at `at_s` (seconds of simulated time) from an URGENT event.
+
+    Arrivals and every change of a replica's state are such events, so at one simulated time
+    they come, in the order they were scheduled, before any iteration boundary.
+    """
+    urgent_after(env, at_s - env.now, callback)

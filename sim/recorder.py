@@ -16,6 +16,36 @@ from sim.workload import Workload
 
 STATUS_NAMES = ("in_flight", "completed", "rejected")
 IN_FLIGHT, COMPLETED, REJECTED = 0, 1, 2
+# the states of a replica in fleet.parquet (docs/fleet.md): `none` before its first row
+STATE_NAMES = (
+    "none",
+    "provisioning",
+    "loading",
+    "serving",
+    "background",
+    "standby",
+    "draining",
+    "failed",
+    "gone",
+)
+# why a replica changed state
+CAUSE_NAMES = (
+    "initial",  # the fleet at the start of the run
+    "scale_up",  # the autoscaler wants more serving replicas
+    "scale_down",  # ... fewer
+    "replace",  # a spot replica was reclaimed: a fixed pool replaces it
+    "spare",  # restore the pool's standby replicas
+    "provisioned",  # provisioning ended: loading starts
+    "loaded",  # loading ended
+    "drained",  # a draining replica's last request left
+    "failure",
+    "repaired",
+    "reclaim_notice",  # the spot provider takes the replica back after a notice
+    "reclaimed",
+    "idle",  # lent to background work: no request for the threshold
+    "request",  # a request reached a replica lent to background work
+    "surplus",  # loaded, but the pool has all the replicas it wants
+)
 
 
 class Recorder:
@@ -39,6 +69,7 @@ class Recorder:
         pools: list[str] | None = None,
         longest_context: bool = False,
         disaggregated: bool = False,
+        retries: bool = False,
     ) -> None:
         n = len(workload)
         self.workload = workload
@@ -76,6 +107,15 @@ class Recorder:
         if longest_context:
             self._steps["decode_max_context"] = array("q")
             self._append_longest = self._steps["decode_max_context"].append
+        self.retries = array("i", [0]) * n if retries else None
+        self._fleet = {
+            "time_s": array("d"),
+            "pool": array("i"),
+            "replica": array("i"),
+            "from": array("b"),
+            "to": array("b"),
+            "cause": array("b"),
+        }
 
     # --------------------------------------------------------------- engine side
     def completed(self, rid: int, finish_s: float) -> None:
@@ -90,6 +130,25 @@ class Recorder:
         self.num_rejected += 1
         self.rejection_ids.append(rid)
         self.rejection_reasons.append(reason)
+
+    def restarted(self, rid: int) -> None:
+        """Request `rid` lost its replica and starts over: the times of the attempt that
+        completes are the ones kept (a run with retries has the `retries` column)."""
+        assert self.retries is not None, "Recorder(retries=True) counts restarts"
+        self.retries[rid] += 1
+        self.replica[rid] = -1
+        self.first_scheduled_s[rid] = np.nan
+        self.first_token_s[rid] = np.nan
+        self.cached_prompt_tokens[rid] = 0
+
+    def transition(
+        self, time_s: float, pool: int, replica: int, from_state: int, to_state: int, cause: int
+    ) -> None:
+        """A replica of pool index `pool` changed state (codes into STATE_NAMES, CAUSE_NAMES)."""
+        for column, value in zip(
+            self._fleet.values(), (time_s, pool, replica, from_state, to_state, cause), strict=True
+        ):
+            column.append(value)
 
     def step(
         self,
@@ -143,6 +202,7 @@ class Recorder:
                 **self._handoff_columns("kv_transfer_start_s", "kv_transfer_end_s"),
                 "finish_s": _view(self.finish_s),
                 "preemptions": _view(self.preemptions),
+                **({} if self.retries is None else {"retries": _view(self.retries)}),
                 "cached_prompt_tokens": _view(self.cached_prompt_tokens),
                 "status": _decoded(_view(self.status), STATUS_NAMES),
             }
@@ -160,6 +220,20 @@ class Recorder:
     def _handoff_columns(self, *names: str) -> dict[str, np.ndarray]:
         """The named columns of a disaggregated run (nothing otherwise)."""
         return {name: _view(getattr(self, name)) for name in names} if self.disaggregated else {}
+
+    def fleet_table(self, pool_names: list[str]) -> pa.Table:
+        """One row per change of a replica's state (the columns of fleet.parquet)."""
+        f = {k: _view(v) for k, v in self._fleet.items()}
+        return pa.table(
+            {
+                "time_s": f["time_s"],
+                "pool": _decoded(f["pool"], tuple(pool_names)),
+                "replica": f["replica"],
+                "from": _decoded(f["from"], STATE_NAMES),
+                "to": _decoded(f["to"], STATE_NAMES),
+                "cause": _decoded(f["cause"], CAUSE_NAMES),
+            }
+        )
 
     def rejections_table(self) -> pa.Table | None:
         """One row per rejected request: request_id, reason (rejections.parquet); None when

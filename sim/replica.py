@@ -10,6 +10,12 @@ the arrival, exactly where step-by-step mode would take the request in.
 Tie order at equal simulated times: arrivals (URGENT events) come before iteration boundaries
 and deadlines (NORMAL events), so a request arriving exactly at a boundary is seen by that
 boundary's decision.
+
+A replica that fails (or whose spot capacity is taken back) is stopped by :meth:`Replica.stop`:
+its process ends at once, the iterations of a stretch that ended before then are kept (as the
+step-by-step run would have them), the iteration in progress is lost, and the fleet takes the
+requests inside. A failure at an iteration boundary comes first (it is an URGENT event too).
+While idle, a replica may lend its GPUs to background work (:mod:`sim.background`).
 """
 
 from __future__ import annotations
@@ -22,21 +28,28 @@ import numpy as np
 import simpy
 
 from sim.batching import Batcher, Step
+from sim.fleet_config import DECODE, PREFILL
 from sim.perf import StepTimeModel
 from sim.recorder import Recorder
 from sim.request import Request
-from sim.scenario import DECODE, PREFILL
 
 if TYPE_CHECKING:
+    from sim.background import Lender
     from sim.runspec import PoolSpec
+
+STOPPED = "stopped"  # the cause of the interrupt that ends a failed or reclaimed replica
 
 
 class Replica:
     """A replica's process, its batcher and its step-time model.
 
     `departed` is called with a request's id when it leaves without being served (rejected);
-    the batcher calls the same hook for the requests it finishes.
+    the batcher calls the same hook for the requests it finishes. `perf` may be the step-time
+    model of a replica this one replaces (a repaired replica keeps its random stream).
+    `lender`: background work that takes the replica's GPUs while it is idle (None: none).
     """
+
+    lender: Lender | None = None
 
     def __init__(
         self,
@@ -77,39 +90,60 @@ class Replica:
             self._interruptible = False
             self.process.interrupt()
 
+    def set_departed(self, departed: Callable[[int], None]) -> None:
+        """Call `departed` (not the hook given before) when a request leaves."""
+        self.departed = self.batcher.departed = departed
+
+    def stop(self) -> list[Request]:
+        """The replica failed or is taken away: end its process; returns the requests inside,
+        oldest first (their progress is lost)."""
+        if self.process.is_alive:
+            self.process.interrupt(STOPPED)
+        return self.batcher.evict()
+
     def _run(self):
         env, batcher = self.env, self.batcher
-        while True:
-            step = batcher.schedule(env.now)
-            if step is None:
-                yield from self._sleep()
-                continue
-            start = env.now
-            if step.max_iterations > 1 and self.compress:
-                iterations = yield from self._run_stretch(step)
-            else:
-                iterations = 1
-                yield env.timeout(self._one_iteration_s(step))
-            blocks = batcher.advance(step, iterations, env.now)
-            work = step.work
-            self.recorder.step(
-                self.index,
-                start,
-                env.now,
-                iterations,
-                work.prefill_seqs,
-                work.prefill_tokens,
-                work.decode_seqs,
-                work.decode_context,
-                blocks,
-                work.decode_max_context,
-            )
+        try:
+            while True:
+                step = batcher.schedule(env.now)
+                if step is None:
+                    yield from self._sleep()
+                    continue
+                start = env.now
+                if step.max_iterations > 1 and self.compress:
+                    iterations = yield from self._run_stretch(step)
+                else:
+                    iterations = 1
+                    yield env.timeout(self._one_iteration_s(step))
+                self._record(step, start, iterations, env.now)
+        except simpy.Interrupt:
+            return  # stopped (an arrival interrupts only a stretch, which catches it)
+
+    def _record(self, step: Step, start: float, iterations: int, end_s: float) -> None:
+        """Apply `iterations` runs of `step` that ended at `end_s`, and record them."""
+        blocks = self.batcher.advance(step, iterations, end_s)
+        work = step.work
+        self.recorder.step(
+            self.index,
+            start,
+            end_s,
+            iterations,
+            work.prefill_seqs,
+            work.prefill_tokens,
+            work.decode_seqs,
+            work.decode_context,
+            blocks,
+            work.decode_max_context,
+        )
 
     def _sleep(self):
-        """Wait for an arrival, or for the batcher's deadline if it has one."""
+        """Wait for an arrival, or for the batcher's deadline if it has one; an idle replica
+        may lend its GPUs to background work meanwhile."""
         self._wake = self.env.event()
         deadline = self.batcher.wake_at()
-        if deadline is None:
+        if self.lender is not None and deadline is None and not self.batcher.outstanding:
+            yield from self.lender.lend(self, self._wake)
+        elif deadline is None:
             yield self._wake
         else:
             yield self._wake | self.env.timeout(max(0.0, deadline - self.env.now))
@@ -141,12 +175,27 @@ class Replica:
         try:
             yield env.timeout(ends[-1] - start)
             done = len(ends)
-        except simpy.Interrupt:
+        except simpy.Interrupt as stop:
+            if stop.cause is STOPPED:
+                self._stopped_in_stretch(step, start, ends)
             done = min(bisect_left(ends, env.now), len(ends) - 1) + 1
-            yield env.timeout(ends[done - 1] - env.now)
+            try:
+                yield env.timeout(ends[done - 1] - env.now)
+            except simpy.Interrupt:
+                self._stopped_in_stretch(step, start, ends)
         self._interruptible = False
         self.perf.unuse(len(ends) - done)
         return done
+
+    def _stopped_in_stretch(self, step: Step, start: float, ends) -> None:
+        """Stopped during a stretch: keep the iterations that ended before now (the one in
+        progress is lost, its duration drawn as step by step), then end the process."""
+        self._interruptible = False
+        done = bisect_left(ends, self.env.now)
+        self.perf.unuse(len(ends) - min(done + 1, len(ends)))
+        if done:
+            self._record(step, start, done, float(ends[done - 1]))
+        raise simpy.Interrupt(STOPPED)
 
 
 class ReplicaView:

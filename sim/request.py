@@ -63,6 +63,18 @@ class Request:
         self.prefill_target = 0
         self.prefix_hashes = prefix_hashes
 
+    def restarted(self) -> Request:
+        """The same request as it arrived, to start over on another replica."""
+        return Request(
+            self.rid,
+            self.class_index,
+            self.priority,
+            self.arrival_s,
+            self.prompt_tokens,
+            self.output_tokens,
+            self.prefix_hashes,
+        )
+
     @property
     def known_tokens(self) -> int:
         """Prompt plus generated tokens: what a (re)computing prefill must process."""

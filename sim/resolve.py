@@ -23,6 +23,7 @@ from sim.catalog import (
     builtin_models,
 )
 from sim.errors import UserError
+from sim.fleet_config import COLOCATED, InterconnectConfig, PoolDynamics
 from sim.memory import (
     kv_bytes_per_token,
     kv_capacity_blocks,
@@ -34,19 +35,17 @@ from sim.noise import StepNoise
 from sim.perf import HOST_PARAMS, PerfParams, Roofline, RooflineSetup, StepWork
 from sim.prices import GpuPrice, gpu_price, known_defaults
 from sim.replay import replay_durations_s
-from sim.runspec import Interconnect, PoolSpec, RunSpec
+from sim.runspec import Interconnect, PoolLifecycle, PoolSpec, RunSpec
 from sim.scenario import (
-    COLOCATED,
     BatcherConfig,
     EmpiricalLength,
-    InterconnectConfig,
     ReplayConfig,
     RooflineConfig,
     Scenario,
     ServiceTimeConfig,
 )
 from sim.traces import read_trace, resolve_trace
-from sim.workload import TRACE_ARRIVAL, length_bounds
+from sim.workload import TRACE_ARRIVAL, length_bounds, read_rate_curve
 
 HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS)
 # The reference request of a pool's token costs: the mean prompt and output of the Azure LLM
@@ -95,6 +94,7 @@ class _PoolSource:
     perf_field: str
     gpu_usd_per_hour: float | None
     price_source: str | None
+    dynamics: PoolDynamics
     role: str = COLOCATED
 
     @property
@@ -124,6 +124,7 @@ def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
                 perf_field="perf",
                 gpu_usd_per_hour=None,
                 price_source=None,
+                dynamics=fleet,
             )
         ]
     sources = []
@@ -145,6 +146,7 @@ def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
                 gpu_usd_per_hour=p.gpu_usd_per_hour,
                 price_source=p.price_source,
                 role=p.role,
+                dynamics=p,
             )
         )
     return sources
@@ -190,6 +192,7 @@ def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) 
         decode_s_per_token=decode_s,
         price=_price(scenario, src),
         role=src.role,
+        lifecycle=_lifecycle(scenario, src, weights),
     )
 
 
@@ -342,24 +345,53 @@ def _replay(scenario: Scenario, src: _PoolSource, cfg: ReplayConfig) -> ReplayCo
     return cfg.model_copy(update={"steps": str(path)})
 
 
+def _pricing(scenario: Scenario, src: _PoolSource) -> str:
+    """The pool's pricing mode: its own, else [economics]'s (on_demand without [economics])."""
+    eco = scenario.economics
+    return src.dynamics.pricing or (eco.pricing if eco is not None else "on_demand")
+
+
 def _price(scenario: Scenario, src: _PoolSource) -> GpuPrice | None:
-    """One GPU-hour of the pool's GPU: its own price, else the scenario's [economics] price or
-    the defaults table's (None without [economics])."""
+    """One GPU-hour of the pool's GPU: its own price, else the scenario's [economics] price (when
+    the pool has [economics]'s pricing) or the defaults table's (None without [economics])."""
     eco = scenario.economics
     if eco is None:
         return None
     if src.gpu_usd_per_hour is not None:
         source = src.price_source or eco.price_source or f"scenario {src.field}"
         return GpuPrice(src.gpu_usd_per_hour, source)
-    price = gpu_price(src.gpu, eco)
+    pricing = _pricing(scenario, src)
+    price = gpu_price(src.gpu, eco, pricing)
     if price is None:
-        own = "" if src.field == "fleet" else f" or {src.field}.gpu_usd_per_hour"
+        where, give = "economics.gpu_usd_per_hour", "economics.gpu_usd_per_hour"
+        if src.field != "fleet":
+            give += f" or {src.field}.gpu_usd_per_hour"
+        if pricing != eco.pricing:  # the pool's own pricing: only its own price will do
+            where = f"{src.field}.pricing = '{pricing}'"
+            give = "gpu_usd_per_hour" if src.field == "fleet" else f"{src.field}.gpu_usd_per_hour"
+            give += " (economics.gpu_usd_per_hour is the price under its own pricing)"
         raise UserError(
-            f"{scenario.name}: economics.gpu_usd_per_hour: no default price for gpu "
-            f"'{src.gpu}' with pricing '{eco.pricing}' (defaults exist for {known_defaults()}); "
-            f"give economics.gpu_usd_per_hour{own}"
+            f"{scenario.name}: {where}: no default price for gpu '{src.gpu}' with pricing "
+            f"'{pricing}' (defaults exist for {known_defaults()}); give {give}"
         )
     return price
+
+
+def _lifecycle(scenario: Scenario, src: _PoolSource, weight_bytes: float) -> PoolLifecycle:
+    """How the pool's replicas come and go: its pricing, spares, cold start (provisioning; then
+    loading: the weights over the storage bandwidth, plus the engine's start), autoscaling,
+    failures and spot reclaims."""
+    dyn = src.dynamics
+    cold = dyn.cold_start
+    return PoolLifecycle(
+        pricing=_pricing(scenario, src),
+        spare=dyn.spare,
+        provision_s=cold.provision_s,
+        load_s=weight_bytes / (cold.storage_gb_per_s * 1e9) + cold.engine_start_s,
+        autoscale=dyn.autoscale,
+        failures=dyn.failures,
+        reclaim=dyn.reclaim,
+    )
 
 
 def _interconnect(scenario: Scenario, pools: list[PoolSpec]) -> Interconnect | None:
@@ -406,6 +438,14 @@ def _trace_files(scenario: Scenario) -> dict[str, str]:
     named: dict[str, tuple[str, str | None]] = {}  # trace -> (field, format)
     if wl.arrival == TRACE_ARRIVAL:
         named[wl.trace or ""] = ("workload.trace", wl.trace_format)
+    if wl.rate_curve is not None:
+        path = scenario.resolve_path(wl.rate_curve).resolve()
+        try:
+            read_rate_curve(path)
+        except UserError as exc:
+            raise UserError(
+                f"{scenario.name}: workload.rate_curve = '{wl.rate_curve}': {exc}"
+            ) from None
     for i, cls in enumerate(wl.classes):
         for column in ("prompt_tokens", "output_tokens"):
             dist = getattr(cls, column)
@@ -419,6 +459,8 @@ def _trace_files(scenario: Scenario) -> dict[str, str]:
         except UserError as exc:
             raise UserError(f"{scenario.name}: {field} = '{trace}': {exc}") from None
         files[trace] = str(path)
+    if wl.rate_curve is not None:
+        files[wl.rate_curve] = str(scenario.resolve_path(wl.rate_curve).resolve())
     return files
 
 

@@ -5,8 +5,12 @@ read-only views of those replicas (:class:`~sim.replica.ReplicaView`, in pool or
 fleet's ``router`` random stream and the tokens each prefix hash of a request stands for. A
 router has ``choose(req) -> position`` (the position in its views of the replica that takes
 `req`, or None to hold `req` in the group's queue) and ``left(position, rid)`` (request `rid`
-left that replica: it finished or was rejected; the fleet calls it). `ROUTERS` maps the
-scenario's ``fleet.router`` names to them; docs/fleet.md says when to use which.
+left that replica: it finished, was rejected, or its replica failed; the fleet calls it). A
+fleet that changes over time also calls ``add(view)`` (a new replica takes the next position,
+not yet routable) and ``set_routable(position, routable)`` (a replica starts or stops taking
+requests: it serves, or it is loading, draining, standing by or down); a router only chooses
+routable replicas, and the fleet asks it only while one is. `ROUTERS` maps the scenario's
+``fleet.router`` names to them; docs/fleet.md says when to use which.
 
 Work is counted in predicted seconds of a replica's time: a request of ``p`` prompt and ``o``
 output tokens costs ``p x prefill_s_per_token + o x decode_s_per_token`` of its pool (from the
@@ -17,6 +21,7 @@ that knows each request's ``max_tokens`` would count it.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from heapq import heapify, heappop, heappush, heapreplace
 from typing import Protocol
@@ -31,6 +36,9 @@ from sim.request import Request
 # (--router-ttl-secs, default 120 s; docs.nvidia.com/dynamo, frontend configuration reference).
 AFFINITY_TTL_S = 120.0
 RANDOM_BLOCK = 4096  # power_of_two draws its pairs this many at a time
+# least_outstanding and central_queue add this to the load of a replica that is not routable, so
+# that it never has the fewest outstanding requests nor a free slot
+NOT_ROUTABLE_LOAD = 1 << 40
 
 
 class Router(Protocol):
@@ -39,8 +47,49 @@ class Router(Protocol):
         ...
 
     def left(self, index: int, rid: int) -> None:
-        """Request `rid` left the replica at position `index` (finished or rejected)."""
+        """Request `rid` left the replica at position `index` (finished, rejected, or its
+        replica failed)."""
         ...
+
+    def add(self, replica: ReplicaView) -> None:
+        """A new replica takes the next position; it is not routable until told."""
+        ...
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        """The replica at position `index` starts (True) or stops (False) taking requests."""
+        ...
+
+
+class Routable:
+    """The routable positions of a router, increasing; by pool for routers that weigh pools.
+
+    pools: routable positions of each pool index, in the order the pools first appear.
+    """
+
+    def __init__(self, replicas: Sequence[ReplicaView], by_pool: bool = False) -> None:
+        self.all = list(range(len(replicas)))
+        self._pool_of: list[int] | None = [r.pool for r in replicas] if by_pool else None
+        self.pools: dict[int, list[int]] = {}
+        for i, pool in enumerate(self._pool_of or []):
+            self.pools.setdefault(pool, []).append(i)
+
+    def add(self, replica: ReplicaView) -> None:
+        """A new position (the next), not routable."""
+        if self._pool_of is not None:
+            self._pool_of.append(replica.pool)
+            self.pools.setdefault(replica.pool, [])
+
+    def set(self, index: int, routable: bool) -> None:
+        """Position `index` becomes routable (True) or not (False)."""
+        lists = [self.all]
+        if self._pool_of is not None:
+            lists.append(self.pools[self._pool_of[index]])
+        for positions in lists:
+            present = index in positions
+            if routable and not present:
+                insort(positions, index)
+            elif not routable and present:
+                positions.remove(index)
 
 
 class RoundRobin:
@@ -49,16 +98,24 @@ class RoundRobin:
     def __init__(
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
-        self._count = len(replicas)
+        self._routable = Routable(replicas)
         self._next = 0
 
     def choose(self, req: Request) -> int:
-        index = self._next
-        self._next = (index + 1) % self._count
+        routable = self._routable.all
+        at = bisect_left(routable, self._next)
+        index = routable[at] if at < len(routable) else routable[0]
+        self._next = index + 1
         return index
 
     def left(self, index: int, rid: int) -> None:
         """Round robin ignores load."""
+
+    def add(self, replica: ReplicaView) -> None:
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        self._routable.set(index, routable)
 
 
 class LeastOutstanding:
@@ -113,6 +170,20 @@ class LeastOutstanding:
         """Outstanding requests per replica, as the router counts them."""
         return [key // self._count for key in self._keys]
 
+    def add(self, replica: ReplicaView) -> None:
+        """Renumber every key for one replica more (loads kept), the new one not routable."""
+        count = self._count + 1
+        self._keys = [key // self._count * count + i for i, key in enumerate(self._keys)]
+        self._keys.append((self._load(replica) + NOT_ROUTABLE_LOAD) * count + self._count)
+        self._count = count
+        self._heap = self._keys.copy()
+        heapify(self._heap)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        step = NOT_ROUTABLE_LOAD * self._count
+        self._keys[index] += -step if routable else step
+        heappush(self._heap, self._keys[index])
+
 
 class CentralQueue(LeastOutstanding):
     """One FCFS queue per model: a request goes to a replica only when one has a free slot.
@@ -124,46 +195,69 @@ class CentralQueue(LeastOutstanding):
     dispatches it, in arrival order, as soon as a request leaves. With c replicas of one slot
     each and exponential service times the fleet is the M/M/c queue of Erlang C. A request still
     in the fleet's queue when an undrained run stops has no replica (-1 in requests.parquet) and
-    is in no replica's queue statistics.
+    is in no replica's queue statistics. The router counts a replica's load as its outstanding
+    requests less its slots, so a replica with a free slot has a negative load.
+    """
+
+    def _load(self, replica: ReplicaView) -> int:
+        """Slots taken less slots: outstanding - slots (negative while a slot is free)."""
+        return replica.outstanding - replica.slots
+
+    def choose(self, req: Request) -> int | None:
+        if self._top() // self._count >= 0:
+            return None
+        return super().choose(req)
+
+
+class Pack(LeastOutstanding):
+    """Fill replicas in order: the lowest-position routable replica with a free slot (fewer
+    requests inside than its batcher runs at once); when every one is full, the least
+    outstanding (ties to the lowest position).
+
+    Packing leaves the last replicas idle at low load, for background work (docs/fleet.md) or
+    a scale-in. It looks at the routable replicas in order: O(replicas) per request.
     """
 
     def __init__(
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
-        self._max_slots = max(r.slots for r in replicas)
-        self._slots = [r.slots for r in replicas]
         super().__init__(replicas, rng, prefix_block_tokens)
-
-    def _load(self, replica: ReplicaView) -> int:
-        """Slots taken, counted from the largest replica's: outstanding + max slots - slots."""
-        return replica.outstanding + self._max_slots - replica.slots
+        self._slots = [r.slots for r in replicas]
+        self._routable = Routable(replicas)
 
     def choose(self, req: Request) -> int | None:
-        if self._top() // self._count >= self._max_slots:
-            return None
+        keys, count = self._keys, self._count
+        for index in self._routable.all:
+            if keys[index] // count < self._slots[index]:
+                keys[index] += count
+                heappush(self._heap, keys[index])
+                return index
         return super().choose(req)
 
+    def add(self, replica: ReplicaView) -> None:
+        super().add(replica)
+        self._slots.append(replica.slots)
+        self._routable.add(replica)
 
-def pool_spans(replicas: Sequence[ReplicaView]) -> list[range]:
-    """The positions of each pool's replicas (the fleet lists them pool by pool)."""
-    starts = [i for i, r in enumerate(replicas) if i == 0 or r.pool != replicas[i - 1].pool]
-    return [range(a, b) for a, b in zip(starts, [*starts[1:], len(replicas)], strict=True)]
+    def set_routable(self, index: int, routable: bool) -> None:
+        super().set_routable(index, routable)
+        self._routable.set(index, routable)
 
 
 class _WorkCounter:
-    """Outstanding work of each replica in predicted seconds, and each pool's cost per token.
-
-    pools: (first position, end position, prefill s per token, decode s per token) of each
-    pool's contiguous run of views.
-    """
+    """Outstanding work of each replica in predicted seconds, and each one's cost per token."""
 
     def __init__(self, replicas: Sequence[ReplicaView]) -> None:
-        self._count = len(replicas)
-        self.work = [0.0] * self._count
-        self.requests = [0] * self._count
+        self.work = [0.0] * len(replicas)
+        self.requests = [0] * len(replicas)
         self.cost = [(r.prefill_s_per_token, r.decode_s_per_token) for r in replicas]
-        self.pools = [(s.start, s.stop, *self.cost[s.start]) for s in pool_spans(replicas)]
         self._routed: dict[int, tuple[int, float]] = {}
+
+    def grow(self, replica: ReplicaView) -> None:
+        """One replica more, without work."""
+        self.work.append(0.0)
+        self.requests.append(0)
+        self.cost.append((replica.prefill_s_per_token, replica.decode_s_per_token))
 
     def seconds(self, req: Request, index: int) -> float:
         """Predicted seconds of `req` on the replica at `index`."""
@@ -198,20 +292,30 @@ class LeastWork:
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
         self._work = _WorkCounter(replicas)
+        self._routable = Routable(replicas, by_pool=True)
 
     def choose(self, req: Request) -> int:
-        work = self._work.work
+        work, cost = self._work.work, self._work.cost
         best, best_key = 0, (float("inf"), 0.0)
-        for start, end, prefill_s, decode_s in self._work.pools:
-            pool = work[start:end]
-            least = min(pool)
-            key = (least, req.prompt_tokens * prefill_s + req.output_tokens * decode_s)
+        for positions in self._routable.pools.values():
+            if not positions:
+                continue
+            index = min(positions, key=work.__getitem__)  # ties: the lowest position
+            prefill_s, decode_s = cost[index]
+            key = (work[index], req.prompt_tokens * prefill_s + req.output_tokens * decode_s)
             if key < best_key:
-                best, best_key = start + pool.index(least), key
+                best, best_key = index, key
         return self._work.add(req, best, best_key[1])
 
     def left(self, index: int, rid: int) -> None:
         self._work.left(index, rid)
+
+    def add(self, replica: ReplicaView) -> None:
+        self._work.grow(replica)
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        self._routable.set(index, routable)
 
 
 class PowerOfTwo:
@@ -226,24 +330,27 @@ class PowerOfTwo:
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
         self._work = _WorkCounter(replicas)
-        self._count = len(replicas)
+        self._routable = Routable(replicas)
         self._rng = rng
         self._pairs: list[tuple[int, int]] = []
 
     def _pair(self) -> tuple[int, int]:
-        """Two distinct positions, uniformly at random."""
+        """Two distinct routable positions, uniformly at random."""
         if not self._pairs:
-            n = self._count
+            n = len(self._routable.all)
             first = self._rng.integers(0, n, RANDOM_BLOCK)
             second = self._rng.integers(0, n - 1, RANDOM_BLOCK)
             second += second >= first  # skip the first: distinct, still uniform
             self._pairs = list(zip(first.tolist(), second.tolist(), strict=True))[::-1]
-        return self._pairs.pop()
+        i, j = self._pairs.pop()
+        routable = self._routable.all
+        return routable[i], routable[j]
 
     def choose(self, req: Request) -> int:
         work = self._work
-        if self._count == 1:
-            return work.add(req, 0, work.seconds(req, 0))
+        if len(self._routable.all) == 1:
+            index = self._routable.all[0]
+            return work.add(req, index, work.seconds(req, index))
         a, b = sorted(self._pair())
         seconds_a, seconds_b = work.seconds(req, a), work.seconds(req, b)
         if (work.work[b], seconds_b) < (work.work[a], seconds_a):
@@ -252,6 +359,15 @@ class PowerOfTwo:
 
     def left(self, index: int, rid: int) -> None:
         self._work.left(index, rid)
+
+    def add(self, replica: ReplicaView) -> None:
+        self._work.grow(replica)
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        """Pairs drawn over the old routable set are dropped: they index it."""
+        self._routable.set(index, routable)
+        self._pairs = []
 
 
 class PrefixAffinity:
@@ -270,16 +386,20 @@ class PrefixAffinity:
     def __init__(
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
-        self._count = len(replicas)
         self._block_tokens = prefix_block_tokens
-        self._load = [0] * self._count  # prompt tokens of the requests each replica holds
+        self._load = [0] * len(replicas)  # prompt tokens of the requests each replica holds
         self._held: dict[int, dict[int, float]] = {}  # block hash -> {position: last taken, s}
         self._routed: dict[int, int] = {}  # request id -> its prompt tokens
+        self._routable = Routable(replicas)
 
     def choose(self, req: Request) -> int:
         cached = self._cached_tokens(req)
         costs = [load - saved for load, saved in zip(self._load, cached, strict=True)]
-        index = costs.index(min(costs))
+        routable = self._routable.all
+        if len(routable) == len(costs):
+            index = costs.index(min(costs))
+        else:
+            index = min(routable, key=costs.__getitem__)
         self._load[index] += req.prompt_tokens
         self._routed[req.rid] = req.prompt_tokens
         for block in req.prefix_hashes:
@@ -288,8 +408,8 @@ class PrefixAffinity:
 
     def _cached_tokens(self, req: Request) -> list[int]:
         """Prompt tokens of `req` each replica probably holds: its leading prefix blocks."""
-        cached = [0] * self._count
-        live = range(self._count)
+        cached = [0] * len(self._load)
+        live = range(len(self._load))
         oldest = req.arrival_s - AFFINITY_TTL_S
         for depth, block in enumerate(req.prefix_hashes, start=1):
             held = self._held.get(block, {})
@@ -302,6 +422,14 @@ class PrefixAffinity:
 
     def left(self, index: int, rid: int) -> None:
         self._load[index] -= self._routed.pop(rid)
+
+    def add(self, replica: ReplicaView) -> None:
+        """A new replica holds no prefix block yet."""
+        self._load.append(0)
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        self._routable.set(index, routable)
 
 
 class CheapestFirst:
@@ -320,23 +448,28 @@ class CheapestFirst:
     ) -> None:
         self._loads = [r.outstanding for r in replicas]
         self._slots = [r.slots for r in replicas]
+        self._routable = Routable(replicas, by_pool=True)
+        self._usd_per_token: dict[int, float] = {}
+        for view in replicas:
+            self._price(view)
 
-        def usd_per_token(span: range) -> float:
-            view = replicas[span.start]
-            assert view.usd_per_hour is not None  # the schema asks [economics] of this router
-            # per output token; a prefill pool's views have no decode: per prompt token
-            return view.usd_per_hour * (view.decode_s_per_token or view.prefill_s_per_token)
-
-        self._pools = [(s.start, s.stop) for s in sorted(pool_spans(replicas), key=usd_per_token)]
+    def _price(self, view: ReplicaView) -> None:
+        """Rank the pools again by cost per output token (a prefill pool's replicas decode
+        nothing: per prompt token), `view`'s pool included."""
+        assert view.usd_per_hour is not None  # the schema asks [economics] of this router
+        seconds = view.decode_s_per_token or view.prefill_s_per_token
+        self._usd_per_token.setdefault(view.pool, view.usd_per_hour * seconds)
+        self._order = sorted(self._usd_per_token, key=self._usd_per_token.__getitem__)
 
     def choose(self, req: Request) -> int:
-        loads = self._loads
+        loads, pools = self._loads, self._routable.pools
         best, best_excess = 0, None
-        for start, end in self._pools:
-            pool = loads[start:end]
-            least = min(pool)
-            index = start + pool.index(least)
-            excess = least - self._slots[index]
+        for pool in self._order:
+            positions = pools[pool]
+            if not positions:
+                continue
+            index = min(positions, key=loads.__getitem__)  # ties: the lowest position
+            excess = loads[index] - self._slots[index]
             if excess < 0:
                 best = index
                 break
@@ -348,6 +481,15 @@ class CheapestFirst:
     def left(self, index: int, rid: int) -> None:
         self._loads[index] -= 1
 
+    def add(self, replica: ReplicaView) -> None:
+        self._loads.append(0)
+        self._slots.append(replica.slots)
+        self._routable.add(replica)
+        self._price(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        self._routable.set(index, routable)
+
 
 ROUTERS: dict[str, type] = {
     "round_robin": RoundRobin,
@@ -357,6 +499,7 @@ ROUTERS: dict[str, type] = {
     "power_of_two": PowerOfTwo,
     "prefix_affinity": PrefixAffinity,
     "cheapest_first": CheapestFirst,
+    "pack": Pack,
 }
 
 

@@ -21,14 +21,61 @@ from pydantic import TypeAdapter
 
 from sim.catalog import Accelerator, ModelShape
 from sim.errors import UserError
+from sim.fleet_config import COLOCATED, AutoscaleConfig, FailureConfig, ReclaimConfig
 from sim.noise import MarkovLognormal, StepNoise
 from sim.perf import PerfParams, RooflineSetup
 from sim.prices import GpuPrice
-from sim.scenario import COLOCATED, BatcherConfig, ReplayConfig, Scenario, ServiceTimeConfig
+from sim.scenario import BatcherConfig, ReplayConfig, Scenario, ServiceTimeConfig
 
 FORMAT = 2  # of scenario.json; 1 (no "format" key) held the scenario and catalogue entries only
 
 _BATCHER = TypeAdapter(BatcherConfig)
+
+
+@dataclass(frozen=True)
+class PoolLifecycle:
+    """How a pool's replicas come, go and are billed over time (docs/fleet.md, "Over time").
+
+    pricing: ``reserved``, ``on_demand``, ``spot`` or ``owned``; spare: warm standby replicas;
+    provision_s: provisioning a new replica; load_s: loading it (weights over the storage
+    bandwidth plus the engine's start), seconds; autoscale, failures, reclaim: the scenario's
+    tables (None: off).
+    """
+
+    pricing: str = "on_demand"
+    spare: int = 0
+    provision_s: float = 0.0
+    load_s: float = 0.0
+    autoscale: AutoscaleConfig | None = None
+    failures: FailureConfig | None = None
+    reclaim: ReclaimConfig | None = None
+
+    @property
+    def billed_always(self) -> bool:
+        """Reserved and owned GPUs cost the same whether provisioned or not."""
+        return self.pricing in ("reserved", "owned")
+
+    @property
+    def changes(self) -> bool:
+        """Whether the pool's replicas can change during a run."""
+        return bool(self.autoscale or self.failures or self.reclaim or self.spare)
+
+    def to_json(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for name in ("autoscale", "failures", "reclaim"):
+            value = getattr(self, name)
+            out[name] = None if value is None else value.model_dump(mode="json")
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PoolLifecycle:
+        """The inverse of :meth:`to_json` (missing keys take their defaults)."""
+        tables = {"autoscale": AutoscaleConfig, "failures": FailureConfig, "reclaim": ReclaimConfig}
+        out = dict(data)
+        for key, table in tables.items():
+            if out.get(key) is not None:
+                out[key] = table.model_validate(out[key])
+        return cls(**out)
 
 
 @dataclass(frozen=True)
@@ -65,6 +112,7 @@ class PoolSpec:
     decode_s_per_token: float
     price: GpuPrice | None
     role: str = COLOCATED
+    lifecycle: PoolLifecycle = PoolLifecycle()
 
     @property
     def gpus(self) -> int:
@@ -95,6 +143,8 @@ class PoolSpec:
                 value = _perf_json(value)
             elif f.name == "price":
                 value = None if value is None else dataclasses.asdict(value)
+            elif f.name == "lifecycle":
+                value = value.to_json()
             elif hasattr(value, "model_dump"):
                 value = value.model_dump(mode="json")
             out[f.name] = value
@@ -112,6 +162,8 @@ class PoolSpec:
                 "batcher": _BATCHER.validate_python(data["batcher"]),
                 "perf": _perf_from_json(data["perf"]),
                 "price": None if price is None else GpuPrice(**price),
+                # runs saved before pools had a lifecycle: a fixed pool
+                "lifecycle": PoolLifecycle.from_json(data.get("lifecycle", {})),
             }
         )
 

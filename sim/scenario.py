@@ -13,11 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
-    field_serializer,
     model_serializer,
     model_validator,
 )
@@ -30,17 +27,22 @@ from sim.catalog import (
     canonical_id,
 )
 from sim.errors import UserError
+from sim.fleet_config import (
+    COLOCATED,
+    DYNAMIC_KEYS,
+    BackgroundConfig,
+    InterconnectConfig,
+    PoolDynamics,
+    PoolRole,
+    check_pool_dynamics,
+    check_roles,
+)
 from sim.overrides import apply_override, deep_copy
 from sim.schema_errors import format_errors
+from sim.section import Section
 
 Dtype = Literal["bf16", "fp16", "fp8", "int8", "int4"]
 KvDtype = Literal["bf16", "fp16", "fp8"]
-
-
-class Section(BaseModel):
-    """Base of every scenario section: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------- [sim]
@@ -150,7 +152,9 @@ class RequestClass(Section):
 class WorkloadConfig(Section):
     """Arrival process and request classes."""
 
-    arrival: Literal["poisson", "gamma", "schedule", "diurnal", "trace"] = "poisson"
+    arrival: Literal["poisson", "gamma", "schedule", "diurnal", "weekly", "rate_curve", "trace"] = (
+        "poisson"
+    )
     rate: float | None = Field(default=None, gt=0, description="mean arrivals per second")
     cv: float | None = Field(default=None, gt=0, description="gamma: CV of inter-arrival times")
     schedule: list[tuple[float, float]] | None = Field(
@@ -158,6 +162,12 @@ class WorkloadConfig(Section):
     )
     diurnal_amplitude: float | None = Field(default=None, ge=0, lt=1)
     diurnal_period_s: float | None = Field(default=None, gt=0)
+    day_factors: list[float] | None = Field(
+        default=None, description="weekly: the rate of each of 7 days, times `rate`"
+    )
+    rate_curve: str | None = Field(
+        default=None, description="rate_curve: a CSV of time_s,rate (piecewise linear)"
+    )
     trace: str | None = Field(default=None, description="trace file, or builtin:NAME")
     trace_format: Literal["plain", "azure", "mooncake"] | None = None
     load_scale: float = Field(default=1.0, gt=0, description="trace: 2.0 replays at twice the load")
@@ -170,11 +180,13 @@ class WorkloadConfig(Section):
             "gamma": {"rate", "cv"},
             "schedule": {"schedule"},
             "diurnal": {"rate", "diurnal_amplitude", "diurnal_period_s"},
+            "weekly": {"rate", "diurnal_amplitude", "day_factors"},
+            "rate_curve": {"rate_curve"},
             "trace": {"trace"},
         }
         optional = {"trace": {"trace_format"}}
         settable = {"rate", "cv", "schedule", "diurnal_amplitude", "diurnal_period_s", "trace"}
-        settable |= {"trace_format"}
+        settable |= {"trace_format", "day_factors", "rate_curve"}
         given = {f for f in settable if getattr(self, f) is not None}
         missing = needs[self.arrival] - given
         if missing:
@@ -188,6 +200,10 @@ class WorkloadConfig(Section):
             raise ValueError("load_scale applies to arrival = 'trace' only")
         if self.schedule is not None:
             _check_schedule(self.schedule)
+        if self.day_factors is not None and (
+            len(self.day_factors) != 7 or min(self.day_factors) < 0
+        ):
+            raise ValueError("day_factors: 7 numbers >= 0, one per day of the week")
         self._check_classes()
         return self
 
@@ -402,7 +418,7 @@ PerfConfig = Annotated[
 
 # ----------------------------------------------------------------------------- [fleet]
 
-SINGLE_POOL_KEYS = ("gpu", "tp", "replicas")
+SINGLE_POOL_KEYS = ("gpu", "tp", "replicas", *DYNAMIC_KEYS)
 RouterName = Literal[
     "round_robin",
     "least_outstanding",
@@ -411,28 +427,27 @@ RouterName = Literal[
     "power_of_two",
     "prefix_affinity",
     "cheapest_first",
+    "pack",
 ]
 
 
-COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
-PoolRole = Literal["colocated", "prefill", "decode"]
-
-
-class PoolConfig(Section):
+class PoolConfig(PoolDynamics):
     """A pool of identical replicas, each one model on `tp` GPUs of one type.
 
     Unset fields inherit: `model`, `weight_dtype` and `kv_dtype` from ``[model]``, `batcher`
     from ``[batcher]`` and `perf` from ``[perf]`` (a pool's own table replaces the whole
-    section), the price from ``[economics]`` or the defaults table for the pool's GPU. `role`:
-    ``colocated`` replicas prefill and decode; a ``prefill`` pool's replicas prefill and hand
-    each request's KV cache to a ``decode`` pool's replica (docs/disaggregation.md).
+    section), the price from ``[economics]`` or the defaults table for the pool's GPU and
+    pricing. Its fields over time (pricing, spares, cold start, autoscaling, failures, spot
+    reclaims) are those of :class:`~sim.fleet_config.PoolDynamics`. `role`: ``colocated``
+    replicas prefill and decode; a ``prefill`` pool's replicas prefill and hand each request's
+    KV cache to a ``decode`` pool's replica (docs/disaggregation.md).
     """
 
     name: str = Field(min_length=1)
     role: PoolRole = COLOCATED
     gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
     tp: int = Field(default=1, ge=1, le=64)
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=0, description="at the start (0 only with autoscale)")
     model: str | None = Field(default=None, description="model served (default: [model] name)")
     weight_dtype: Dtype | None = None
     kv_dtype: KvDtype | None = None
@@ -444,40 +459,20 @@ class PoolConfig(Section):
     price_source: str | None = Field(default=None, description="where this pool's price is from")
 
 
-class InterconnectConfig(Section):
-    """The link that carries KV caches from prefill to decode replicas (docs/disaggregation.md).
-
-    `link` picks the defaults: ``infiniband`` between nodes (the catalogue's 400 Gb/s NDR port
-    per GPU) or ``nvlink`` inside a node (the accelerators' scale-up link, one direction);
-    `bandwidth_gb_s` and `latency_s` replace them.
-    """
-
-    link: Literal["infiniband", "nvlink"] = "infiniband"
-    bandwidth_gb_s: float | None = Field(
-        default=None,
-        gt=0,  # also refuses nan
-        allow_inf_nan=True,
-        description="per GPU, one direction, GB/s (inf: transfers take no time)",
-    )
-    latency_s: float | None = Field(default=None, ge=0, description="per transfer, seconds")
-
-    @field_serializer("bandwidth_gb_s", when_used="json")
-    def _finite_json(self, value: float | None) -> float | str | None:
-        """An infinite bandwidth as the text 'inf' (JSON has no infinity; it reads back)."""
-        return "inf" if value is not None and math.isinf(value) else value
-
-
-class FleetConfig(Section):
-    """The replicas: one pool (`gpu`, `tp`, `replicas`) or several (`pools`), and the router;
-    `interconnect` for fleets with prefill and decode pools."""
+class FleetConfig(PoolDynamics):
+    """The replicas: one pool (`gpu`, `tp`, `replicas` and the fields of
+    :class:`~sim.fleet_config.PoolDynamics`) or several (`pools`), the router, the background
+    work idle replicas take (`background`), and `interconnect` for fleets with prefill and
+    decode pools."""
 
     gpu: str | None = Field(
         default=None, description="catalogue id (h100, ...) or an [accelerators.NAME] entry"
     )
     tp: int = Field(default=1, ge=1, le=64)
-    replicas: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=0, description="at the start (0 only with autoscale)")
     router: RouterName = "least_outstanding"
     pools: list[PoolConfig] = Field(default_factory=list)
+    background: BackgroundConfig | None = None
     interconnect: InterconnectConfig | None = None
 
     @model_validator(mode="before")
@@ -487,8 +482,8 @@ class FleetConfig(Section):
             given = [k for k in SINGLE_POOL_KEYS if k in data]
             if given:
                 raise ValueError(
-                    f"{', '.join(given)}: with [[fleet.pools]] each pool sets its own gpu, tp "
-                    f"and replicas; remove fleet.{given[0]}"
+                    f"{', '.join(given)}: with [[fleet.pools]] each pool sets its own "
+                    f"{given[0]}; remove fleet.{given[0]}"
                 )
         return data
 
@@ -640,7 +635,9 @@ class Scenario(Section):
                 )
         self._check_class_models()
         self._check_pool_prices()
-        self._check_roles()
+        self._check_dynamics()
+        kv_dtype = self.model.kv_dtype if self.model is not None else "bf16"
+        check_roles(self.fleet, [m for _, m in self._pool_fields("model")], self.batcher, kv_dtype)
         if self.fleet.router == "cheapest_first" and self.economics is None:
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"
@@ -728,53 +725,20 @@ class Scenario(Section):
                     f"{field}: pricing = 'owned' prices GPUs from purchase_usd_per_gpu; remove it"
                 )
 
-    def _check_roles(self) -> None:
-        """A model is served by colocated pools only, or by prefill and decode pools only; those
-        batch continuously and share a KV dtype; only they take an interconnect."""
-        split = [(i, p) for i, p in enumerate(self.fleet.pools) if p.role != COLOCATED]
-        if not split:
-            if self.fleet.interconnect is not None:
-                raise ValueError(
-                    "fleet.interconnect: only a fleet with prefill and decode pools moves KV "
-                    "caches between replicas (fleet.pools.N.role); remove it"
-                )
-            return
-        models = [name for _, name in self._pool_fields("model")]
-        for i, pool in split:
-            serving = [j for j, m in enumerate(models) if m == models[i]]
-            roles = {self.fleet.pools[j].role: j for j in serving}
-            if COLOCATED in roles:
-                raise ValueError(
-                    f"fleet.pools.{roles[COLOCATED]}.role = 'colocated': model '{models[i]}' is "
-                    f"also served by a {pool.role} pool (fleet.pools.{i}); a model is served by "
-                    f"colocated pools only, or by prefill and decode pools only"
-                )
-            other = DECODE if pool.role == PREFILL else PREFILL
-            if other not in roles:
-                raise ValueError(
-                    f"fleet.pools.{i}.role = '{pool.role}': no pool serves model '{models[i]}' "
-                    f"with role = '{other}'; a model is served by colocated pools only, or by "
-                    f"prefill and decode pools"
-                )
-            batcher = pool.batcher or self.batcher
-            if batcher.kind != "continuous":
-                where = f"fleet.pools.{i}.batcher" if pool.batcher else "batcher"
-                raise ValueError(
-                    f"{where}.kind = '{batcher.kind}': prefill and decode pools (fleet.pools.{i} "
-                    f"is a {pool.role} pool) need kind = 'continuous'"
-                )
-            dtypes = {self._kv_dtype(j): j for j in serving}
-            if len(dtypes) > 1:
-                raise ValueError(
-                    f"fleet.pools.{i}.kv_dtype: the prefill and decode pools of model "
-                    f"'{models[i]}' store the KV cache as {' and '.join(sorted(dtypes))}; a KV "
-                    f"cache moves between them as it is, so give them one kv_dtype"
-                )
+    def pool_tables(self) -> list[tuple[str, int, PoolDynamics]]:
+        """Per pool: where it is written (``fleet`` or ``fleet.pools.N``), its replicas at the
+        start and its fields over time."""
+        if not self.fleet.pools:
+            return [("fleet", self.fleet.replicas, self.fleet)]
+        return [(f"fleet.pools.{i}", p.replicas, p) for i, p in enumerate(self.fleet.pools)]
 
-    def _kv_dtype(self, pool: int) -> str:
-        """The KV-cache dtype of pool `pool` (inherited from [model] where unset)."""
-        own = self.fleet.pools[pool].kv_dtype
-        return own or (self.model.kv_dtype if self.model is not None else "bf16")
+    def _check_dynamics(self) -> None:
+        default_pricing = self.economics.pricing if self.economics is not None else "on_demand"
+        models = self.served_models()
+        pool_models = [name for _, name in self._pool_fields("model")]
+        for (field, replicas, dyn), model in zip(self.pool_tables(), pool_models, strict=True):
+            classes = [c for c in self.workload.classes if (c.model or models[0]) == model]
+            check_pool_dynamics(field, replicas, dyn, dyn.pricing or default_pricing, classes)
 
     def resolve_path(self, path: str) -> Path:
         """A path from the scenario, relative to the scenario file's folder."""

@@ -2,7 +2,8 @@
 
 Everything is drawn up front from the scenario's seeded generators, so the event loop only walks
 arrays. Arrival processes: Poisson, Gamma renewal (bursty, set by CV), piecewise-constant rate
-schedule, diurnal sinusoid, and trace replay.
+schedule, diurnal sinusoid, weekly pattern (a diurnal day times a factor per day), a measured
+rate curve (``time_s,rate`` CSV), and trace replay.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def generate_workload(
     if wl.arrival == TRACE_ARRIVAL:
         trace = read_trace(Path(trace_files[wl.trace or ""]), wl.trace_format)
         return _from_trace(trace, wl, sim.duration_s, sim.num_requests, rngs["classes"])
-    times = arrival_times(wl, sim.duration_s, sim.num_requests, rngs["arrivals"])
+    times = arrival_times(wl, sim.duration_s, sim.num_requests, rngs["arrivals"], trace_files)
     classes = _assign_classes(wl, len(times), rngs["classes"])
     prompts = np.zeros(len(times), dtype=np.int64)
     outputs = np.zeros(len(times), dtype=np.int64)
@@ -119,14 +120,22 @@ def arrivals_end_s(sim: SimConfig, arrival: str, arrival_s: np.ndarray) -> float
 
 
 def _poisson(
-    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
 ) -> np.ndarray:
     """Exponential gaps at `rate`."""
     return _renewal(lambda n: rng.exponential(1.0 / wl.rate, n), wl.rate, duration_s, cap)
 
 
 def _gamma(
-    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
 ) -> np.ndarray:
     """Gamma gaps of mean 1 / `rate` and CV `cv` (a renewal process; bursty above CV 1)."""
     shape = 1.0 / wl.cv**2
@@ -145,7 +154,11 @@ def _renewal(draw, rate: float, duration_s: float | None, cap: int | None) -> np
 
 
 def _schedule(
-    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
 ) -> np.ndarray:
     """Poisson arrivals with a piecewise-constant rate (exact: memoryless within each piece)."""
     schedule = wl.schedule or []
@@ -173,7 +186,11 @@ def _schedule(
 
 
 def _diurnal(
-    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
 ) -> np.ndarray:
     """Rate r(t) = rate * (1 + A sin(2 pi t / P)), by thinning a Poisson process at the peak."""
     peak = wl.rate * (1.0 + wl.diurnal_amplitude)
@@ -183,21 +200,111 @@ def _diurnal(
     return _clip(candidates[keep], duration_s, cap)
 
 
+SECONDS_PER_DAY = 86400.0
+THINNING_BLOCK = 65536  # candidate arrivals drawn at a time when only a count caps the arrivals
+
+
+def _thinned(
+    rate_at, peak: float, duration_s: float | None, cap: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """A Poisson process of rate `rate_at(t)` <= `peak`, by thinning one at the peak rate."""
+    kept: list[np.ndarray] = []
+    start, count = 0.0, 0
+    while True:
+        if duration_s is not None:
+            candidates = _renewal(lambda n: rng.exponential(1.0 / peak, n), peak, duration_s, None)
+        else:
+            candidates = start + np.cumsum(rng.exponential(1.0 / peak, THINNING_BLOCK))
+        keep = rng.uniform(0.0, peak, len(candidates)) < rate_at(candidates)
+        kept.append(candidates[keep])
+        count += int(keep.sum())
+        if duration_s is not None or (cap is not None and count >= cap):
+            return _clip(np.concatenate(kept), duration_s, cap)
+        start = float(candidates[-1])
+
+
+def _weekly(
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
+) -> np.ndarray:
+    """Rate r(t) = rate * day_factors[day] * (1 + A sin(2 pi t / 1 day)); the run starts on
+    day 0 at midnight."""
+    factors = np.asarray(wl.day_factors, dtype=np.float64)
+    amplitude = wl.diurnal_amplitude
+
+    def rate_at(t: np.ndarray) -> np.ndarray:
+        day = (t // SECONDS_PER_DAY).astype(np.int64) % 7
+        return wl.rate * factors[day] * (1.0 + amplitude * np.sin(2 * np.pi * t / SECONDS_PER_DAY))
+
+    return _thinned(rate_at, wl.rate * factors.max() * (1.0 + amplitude), duration_s, cap, rng)
+
+
+def _rate_curve(
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    files: Mapping[str, str],
+) -> np.ndarray:
+    """Poisson arrivals whose rate follows a measured curve (`files` maps the scenario's
+    ``rate_curve`` to its file), linear between its points and held at its last rate after."""
+    assert wl.rate_curve is not None
+    times, rates = read_rate_curve(Path(files[wl.rate_curve]))
+
+    def rate_at(t: np.ndarray) -> np.ndarray:
+        return np.interp(t, times, rates)
+
+    return _thinned(rate_at, float(rates.max()), duration_s, cap, rng)
+
+
+def read_rate_curve(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A rate curve CSV (header ``time_s,rate``; times from 0, increasing; rates >= 0 per
+    second, not all 0): its times and rates. UserError naming the file otherwise."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().strip()
+            data = np.loadtxt(f, delimiter=",", ndmin=2)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such rate curve") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: not a rate curve of numbers ({exc})") from None
+    if header != "time_s,rate" or data.shape[1] != 2 or len(data) < 1:
+        raise UserError(f"{path}: a rate curve has the header time_s,rate and one or more rows")
+    times, rates = data[:, 0], data[:, 1]
+    if not (np.isfinite(data).all() and times[0] == 0 and (np.diff(times) > 0).all()):
+        raise UserError(f"{path}: times must start at 0 and increase (seconds)")
+    if (rates < 0).any() or not (rates > 0).any():
+        raise UserError(f"{path}: rates must be >= 0 and not all 0 (requests per second)")
+    return times, rates
+
+
 # synthetic arrival processes by ``workload.arrival``; "trace" replays a file instead
 ARRIVAL_PROCESSES = {
     "poisson": _poisson,
     "gamma": _gamma,
     "schedule": _schedule,
     "diurnal": _diurnal,
+    "weekly": _weekly,
+    "rate_curve": _rate_curve,
 }
 TRACE_ARRIVAL = "trace"
 
 
 def arrival_times(
-    wl: WorkloadConfig, duration_s: float | None, cap: int | None, rng: np.random.Generator
+    wl: WorkloadConfig,
+    duration_s: float | None,
+    cap: int | None,
+    rng: np.random.Generator,
+    trace_files: Mapping[str, str] | None = None,
 ) -> np.ndarray:
-    """Arrival times in seconds, increasing, inside [0, duration_s) and at most `cap` of them."""
-    return ARRIVAL_PROCESSES[wl.arrival](wl, duration_s, cap, rng)
+    """Arrival times in seconds, increasing, inside [0, duration_s) and at most `cap` of them.
+
+    `trace_files`: the file of each file the scenario names (``RunSpec.trace_files``).
+    """
+    return ARRIVAL_PROCESSES[wl.arrival](wl, duration_s, cap, rng, trace_files or {})
 
 
 def _clip(times: np.ndarray, duration_s: float | None, cap: int | None) -> np.ndarray:

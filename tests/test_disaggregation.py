@@ -353,6 +353,83 @@ def test_disaggregated_runs_conserve_requests_and_satisfy_every_invariant(overri
     ]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("fleet.pools.0.spare=1",), "fleet.pools.0.spare: a prefill pool keeps its replicas"),
+        (
+            ("fleet.pools.1.cold_start.provision_s=10",),
+            "fleet.pools.1.cold_start: a decode pool keeps its replicas",
+        ),
+        (
+            ('fleet.pools.1.autoscale={signal="queue", target=2, max=3}',),
+            "fleet.pools.1.autoscale: a decode pool keeps its replicas",
+        ),
+        (
+            ("fleet.pools.0.failures={mtbf_s=3600, mttr_s=600}",),
+            "fleet.pools.0.failures: a prefill pool keeps its replicas",
+        ),
+        (
+            ('fleet.pools.0.pricing="spot"', "fleet.pools.0.reclaim={rate_per_hour=1}"),
+            "fleet.pools.0.reclaim: a prefill pool keeps its replicas",
+        ),
+        (
+            (
+                "fleet.background={idle_after_s=60, preemption_s=5, restart_loss_s=60, "
+                "job_gpu_hours=8, usd_per_gpu_hour=1}",
+            ),
+            "fleet.background: prefill and decode replicas are not lent to background work",
+        ),
+    ],
+)
+def test_prefill_and_decode_pools_refuse_the_fields_of_a_fleet_over_time(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        pd(*overrides)
+
+
+def test_a_prefill_pool_may_be_priced_as_spot_and_reads_back_from_its_scenario_json():
+    """Pricing is the one field over time a prefill or decode pool takes; the resolved run
+    (every default written out) reads back without tripping the refusals above."""
+    spec = resolve(pd('fleet.pools.0.pricing="spot"'))
+    assert spec.pools[0].lifecycle.pricing == "spot"
+    assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_a_disaggregated_model_beside_a_colocated_pool_that_fails_keeps_every_law():
+    """Llama-3.1-8B on one prefill and one decode pool beside a colocated Llama-3.1-70B pool
+    with a warm spare and failures (MTBF 20 s, a stress case, seed 3): the colocated pool's
+    requests start over on its other replicas, every law holds, and the colocated pool's
+    summary counts the requests its spare served (a replica added during the run)."""
+    data = copy.deepcopy(PD)
+    data["workload"]["classes"] = [
+        {**data["workload"]["classes"][0], "name": "small", "model": "llama-3.1-8b"},
+        {**data["workload"]["classes"][0], "name": "big", "model": "llama-3.1-70b"},
+    ]
+    data["fleet"]["pools"] += [
+        {
+            "name": "c",
+            "gpu": "h200",
+            "tp": 4,
+            "replicas": 2,
+            "spare": 1,
+            "model": "llama-3.1-70b",
+            "failures": {"mtbf_s": 20.0, "mttr_s": 600.0},
+        }
+    ]
+    result = RunData.from_result(run(scenario_from_dict(data, "mixed", ["sim.warmup_s=0"])))
+    assert broken(result) == {}
+    req, fleet = result.requests, result.fleet
+    assert (fleet["cause"] == "failure").any() and (req["retries"] > 0).any()
+    spare = 4  # the fleet-wide index after the 2 + 2 replicas that serve from time 0
+    big = req[req["class"] == "big"]
+    assert (big["replica"] == spare).any() and (big["prefill_replica"] == -1).all()
+    small = req[req["class"] == "small"]
+    assert set(small["prefill_replica"]) == {0} and (small["retries"] == 0).all()
+    s = summarize(result)
+    assert s["pools"]["c"]["requests"]["completed"] == int((big["status"] == "completed").sum())
+    assert s["fleet"]["failures"] == int((fleet["cause"] == "failure").sum())
+
+
 def test_one_fleet_may_disaggregate_one_model_and_colocate_another():
     """Llama-3.1-8B on two prefill pools of different GPUs and a tp-2 decode pool, beside a
     colocated Llama-3.1-70B pool, seed 3: every law holds, each model's requests stay on its

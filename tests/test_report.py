@@ -62,7 +62,11 @@ def test_report_on_saved_runs_embeds_every_figure_without_simulating(
         "margin_vs_utilization",
         "latency_vs_load",
         "latency_cdfs",
-        *(f"utilization_timeline_load-{r}" for r in (4, 8, 16)),
+        *(
+            name
+            for r in (4, 8, 16)
+            for name in (f"utilization_timeline_load-{r}", f"fleet_over_time_load-{r}")
+        ),
     ]
     parser = ImageCounter()
     parser.feed((out / "report.html").read_text(encoding="utf-8"))
@@ -84,7 +88,11 @@ def test_one_run_gets_its_timeline_and_cdfs_and_names_the_curves_it_cannot_draw(
     from analysis.report import build_report
 
     report = build_report([load_sweep[0]], tmp_path / "one")
-    assert [f.name for f in report.figures] == ["latency_cdfs", "utilization_timeline_load-4"]
+    assert [f.name for f in report.figures] == [
+        "latency_cdfs",
+        "utilization_timeline_load-4",
+        "fleet_over_time_load-4",
+    ]
     assert [s.split(":")[0] for s in report.skipped] == [
         "margin_vs_load",
         "margin_vs_utilization",

@@ -12,7 +12,7 @@ from analysis.invariants import check_run, failures
 from analysis.rundata import RunData
 from sim.engine import run
 from sim.request import Request
-from sim.router import CentralQueue, LeastOutstanding, RoundRobin
+from sim.router import CentralQueue, LeastOutstanding, Pack, RoundRobin
 from tests.conftest import scenario
 
 
@@ -165,3 +165,23 @@ def test_central_queue_leaves_undispatched_requests_unrouted_when_a_run_stops():
     assert len(held) > 10
     assert (held["status"] == "in_flight").all() and held["first_scheduled_s"].isna().all()
     assert not failures(check_run(RunData.from_result(result)))
+
+
+def test_pack_fills_the_lowest_replica_with_a_free_slot_then_spills_to_the_least_loaded():
+    router = Pack([_Slotted(0, 2), _Slotted(1, 2), _Slotted(0, 2)], None, 16)
+    # replica 0 fills its two slots, then replica 1 its last, then replica 2
+    assert [router.choose(REQ) for _ in range(5)] == [0, 0, 1, 2, 2]
+    assert router.choose(REQ) == 0  # all full: the least outstanding, ties to the lowest
+    router.left(1, 0)
+    assert router.choose(REQ) == 1  # a slot came free on replica 1
+    router.set_routable(0, False)
+    router.left(0, 0)
+    router.left(0, 1)
+    assert router.choose(REQ) == 1  # not 0 (free slots, not routable): all full, least loaded
+
+
+def test_pack_leaves_the_last_replicas_idle_at_low_load():
+    data = RunData.from_result(run(scenario("fleet.replicas=3", "fleet.router=pack")))
+    assert not failures(check_run(data)), failures(check_run(data))
+    per_replica = data.requests["replica"].value_counts()
+    assert per_replica.get(0, 0) > 0.9 * len(data.requests)

@@ -63,6 +63,7 @@ def test_force_replaces_a_run_whole(tmp_path, capsys):
     assert run_cli("--out", str(out), "--seed", "2", "--force") == 0
     assert "traces and summary in" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
+        "fleet.parquet",
         "requests.parquet",
         "run.json",
         "scenario.json",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sim.engine import make_streams
+from sim.errors import UserError
 from sim.resolve import resolve
 from sim.scenario import scenario_from_dict
 from sim.traces import builtin_trace_path, read_trace
@@ -149,3 +150,59 @@ def test_mooncake_trace_is_read_with_prefix_hashes():
     assert len(t.arrival_s) == 12031
     assert t.prompt_tokens.mean() == pytest.approx(12035, rel=0.01)
     assert t.prefix_hashes is not None and len(t.prefix_hashes[0]) > 0
+
+
+def test_weekly_arrivals_scale_each_day_by_its_factor():
+    """Two days of a weekly pattern: day 0 at factor 1, day 1 at factor 0.25; each day's count
+    is rate x factor x one day (the sinusoid integrates to zero over a day)."""
+    factors = "[1.0, 0.25, 1.0, 1.0, 1.0, 1.0, 1.0]"
+    w = _workload(
+        "sim.duration_s=172800",
+        "workload.arrival=weekly",
+        "workload.rate=0.5",
+        "workload.diurnal_amplitude=0.6",
+        f"workload.day_factors={factors}",
+    )
+    day0 = np.sum(w.arrival_s < 86400)
+    day1 = np.sum(w.arrival_s >= 86400)
+    assert day0 == pytest.approx(0.5 * 86400, rel=0.03)  # 43,200 expected, sd 0.5%
+    assert day1 == pytest.approx(0.125 * 86400, rel=0.05)
+    # within a day, the morning (sin > 0) is busier than the evening by the sinusoid's share
+    morning = np.sum(w.arrival_s < 43200) / 43200
+    assert morning == pytest.approx(0.5 * (1 + 2 * 0.6 / np.pi), rel=0.04)
+
+
+def _rate_curve_scenario(curve, duration_s: float = 60.0):
+    base = copy.deepcopy(BASE)
+    base["sim"]["duration_s"] = duration_s
+    base["workload"] = {**base["workload"], "arrival": "rate_curve", "rate_curve": str(curve)}
+    del base["workload"]["rate"]
+    return scenario_from_dict(base)
+
+
+def test_rate_curve_arrivals_follow_the_curve_between_its_points(tmp_path):
+    curve = tmp_path / "rate.csv"
+    curve.write_text("time_s,rate\n0,2\n1000,10\n2000,10\n", encoding="utf-8")
+    s = _rate_curve_scenario(curve, 3000.0)
+    rngs = {k: np.random.default_rng(v) for k, v in make_streams(5).items()}
+    w = generate_workload(s, resolve(s).trace_files, rngs)
+    ramp = np.sum(w.arrival_s < 1000)  # linear 2 -> 10: 6,000 expected
+    flat = np.sum(w.arrival_s >= 2000)  # held at the last rate after the last point: 10,000
+    assert ramp == pytest.approx(6000, rel=0.05)
+    assert flat == pytest.approx(10000, rel=0.04)
+
+
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("time,rate\n0,1\n", "header time_s,rate"),
+        ("time_s,rate\n5,1\n10,2\n", "start at 0 and increase"),
+        ("time_s,rate\n0,0\n10,0\n", "not all 0"),
+    ],
+)
+def test_a_bad_rate_curve_is_refused_at_load_time_naming_the_file(tmp_path, text, complaint):
+    curve = tmp_path / "rate.csv"
+    curve.write_text(text, encoding="utf-8")
+    s = _rate_curve_scenario(curve)
+    with pytest.raises(UserError, match=f"workload.rate_curve.*{complaint}"):
+        resolve(s)

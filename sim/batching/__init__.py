@@ -70,6 +70,11 @@ class Batcher(Protocol):
         """Apply `iterations` runs of `step` ending at `end_s`; returns KV blocks in use."""
         ...
 
+    def evict(self) -> list[Request]:
+        """Every request inside, oldest first, taken out (the replica failed); the batcher is
+        not used again."""
+        ...
+
 
 # the batcher classes by ``[batcher] kind``: imported last, as they import Step from here
 from sim.batching.continuous import ContinuousBatcher  # noqa: E402

@@ -309,6 +309,11 @@ class ContinuousBatcher:
         """A prefilled request with tokens to go: it decodes here (a prefill role hands it on)."""
         self.decodes.join(req)
 
+    def evict(self) -> list[Request]:
+        inside = [*self.waiting, *self.prefilling, *self.decodes.members.values(), *self.swapped]
+        self.outstanding = 0
+        return sorted(inside, key=lambda r: r.rid)
+
     def _complete(self, req: Request, end_s: float) -> None:
         self.outstanding -= 1
         self.used_blocks -= req.blocks

@@ -172,6 +172,11 @@ class RunToCompletionBatcher:
         self.recorder.completed(req.rid, end_s)
         self.departed(req.rid)
 
+    def evict(self) -> list[Request]:
+        running = [self.batch[i] for _, i in self._finishes[self._next :]]
+        self.outstanding = 0
+        return sorted([*running, *self.waiting], key=lambda r: r.rid)
+
     def _end_batch(self) -> None:
         self.batch = []
         self.used_blocks = 0

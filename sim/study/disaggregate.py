@@ -28,7 +28,8 @@ import json
 import math
 
 from sim.errors import UserError
-from sim.scenario import DECODE, PREFILL, scenario_from_dict
+from sim.fleet_config import DECODE, PREFILL
+from sim.scenario import scenario_from_dict
 from sim.study.plan import (
     Evaluator,
     Option,
