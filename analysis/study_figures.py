@@ -171,7 +171,7 @@ def gpu_hours_by_use(table: pd.DataFrame, params: BaseModel) -> Figure:
         ax.barh(y, serving, color="tab:blue", height=0.6, label="serving")
         if training.any():
             ax.barh(y, training, left=serving, color="tab:orange", height=0.6, label="training")
-            ax.legend(frameon=False, loc="lower right")
+            ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
         ax.set_yticks(y, table["fleet"])
         ax.invert_yaxis()
         ax.set_xlabel("GPU-hours")
