@@ -343,10 +343,12 @@ def test_fleet_day_splits_gpu_hours_by_use_and_counts_training_value_as_revenue(
     assert table.loc["split", "margin"] == pytest.approx((110.0 - 129.6) / 110.0)  # serving only
 
 
-def test_fleet_day_refuses_static_training_for_a_case_it_does_not_run():
-    params = FleetDayParams(static_training_gpus={"splt": 1})
-    with pytest.raises(ValueError, match="splt"):
-        fleet_day({"split": day_run(48.0, 129.6, 110.0)}, params)
+def test_static_training_for_a_case_the_study_does_not_run_is_refused_at_load(tmp_path):
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "fleet_day"')
+    study = study.replace(PARAMS, "[params]\nstatic_training_gpus = { splt = 1 }\n")
+    folder = make_study(tmp_path / "s", study)
+    with pytest.raises(UserError, match=r"study.toml: params: cases \['splt'\] are not cases"):
+        load_study(folder)
 
 
 def test_margin_arc_gains_add_up_from_the_baseline_margin_to_the_last():
