@@ -160,6 +160,57 @@ def utilization(table: pd.DataFrame, params: UtilizationParams) -> Figure:
     return fig
 
 
+def gpu_hours_by_use(table: pd.DataFrame, params: BaseModel) -> Figure:
+    """GPU-hours of each fleet, serving and training stacked, labelled with the cost per million
+    tokens and the margin (and the margin with training counted as revenue when it trains)."""
+    fig, ax = _axes(max(1.4, 0.9 + 0.28 * len(table)))
+    with matplotlib.rc_context(STYLE):
+        y = np.arange(len(table))
+        serving = table["serving_gpu_hours"].to_numpy(dtype=float)
+        training = table["training_gpu_hours"].to_numpy(dtype=float)
+        ax.barh(y, serving, color="tab:blue", height=0.6, label="serving")
+        if training.any():
+            ax.barh(y, training, left=serving, color="tab:orange", height=0.6, label="training")
+            ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2)
+        ax.set_yticks(y, table["fleet"])
+        ax.invert_yaxis()
+        ax.set_xlabel("GPU-hours")
+        for row, yi, total in zip(
+            table.itertuples(index=False), y, serving + training, strict=True
+        ):
+            text = f" ${row.usd_per_million_tokens:.3f}/M tokens, margin {row.margin:.0%}"
+            if row.training_gpu_hours > 0:
+                text += f",\n {row.margin_with_training:.0%} with training"
+            ax.annotate(text, (total, yi), va="center", fontsize=6.5, color="0.25")
+        ax.set_xlim(0, (serving + training).max() * 2.2)
+        ax.grid(axis="y", visible=False)
+    return fig
+
+
+def waterfall(table: pd.DataFrame, params: BaseModel) -> Figure:
+    """Margin of the baseline, then the margin each lever adds (green up, red down), floating
+    from the margin before it, and the margin of the last fleet."""
+    fig, ax = _axes(HEIGHT_IN + 0.3)
+    gains = table["margin_gain"].to_numpy(dtype=float) * 100
+    final = table["margin"].iloc[-1] * 100
+    with matplotlib.rc_context(STYLE):
+        bottoms = np.concatenate([[0.0], np.cumsum(gains)[:-1]])
+        colors = ["0.55"] + ["tab:green" if g >= 0 else "tab:red" for g in gains[1:]]
+        x = np.arange(len(table) + 1)
+        ax.bar(x[:-1], gains, bottom=bottoms, color=colors, width=0.6)
+        ax.bar(x[-1], final, color="tab:blue", width=0.6)
+        for xi, bottom, gain in zip(x[:-1], bottoms, gains, strict=True):
+            label = f"{gain:+.0f}" if xi else f"{gain:.0f}"
+            top = max(bottom, bottom + gain)
+            ax.annotate(label, (xi, top), ha="center", va="bottom", fontsize=6.5)
+        ax.annotate(f"{final:.0f}", (x[-1], max(final, 0)), ha="center", va="bottom", fontsize=6.5)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xticks(x, [*table["fleet"], "optimized"], rotation=35, ha="right")
+        ax.set_ylabel("margin (% of revenue)")
+        ax.grid(axis="x", visible=False)
+    return fig
+
+
 FIGURES: dict[str, Callable[[pd.DataFrame, BaseModel], Figure]] = {
     "bars": bars,
     "cheapest_bars": cheapest_bars,
@@ -167,4 +218,6 @@ FIGURES: dict[str, Callable[[pd.DataFrame, BaseModel], Figure]] = {
     "price_pressure": price_pressure,
     "projection": projection,
     "utilization": utilization,
+    "gpu_hours_by_use": gpu_hours_by_use,
+    "waterfall": waterfall,
 }

@@ -31,6 +31,10 @@ MULTIPLIER = "economics.break_even_price_multiplier"
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    def case_names(self) -> set[str]:
+        """Cases the params name (the study file must run each)."""
+        return set()
+
 
 class NoParams(_Params):
     """A study whose table needs no inputs beyond its runs."""
@@ -276,6 +280,75 @@ def utilization(cases: Cases, params: UtilizationParams) -> pd.DataFrame:
     return pd.concat([table, pd.DataFrame(extra)], ignore_index=True)
 
 
+class FleetDayParams(_Params):
+    """A fleet split statically: GPUs that train full time beside a case's serving fleet."""
+
+    static_training_gpus: dict[str, int] = Field(
+        default_factory=dict, description="case name -> GPUs training all the window"
+    )
+    training_usd_per_gpu_hour: float = Field(
+        default=0.0, ge=0, description="value of a useful training GPU-hour, USD"
+    )
+
+    def case_names(self) -> set[str]:
+        return set(self.static_training_gpus)
+
+
+def fleet_day(cases: Cases, params: FleetDayParams) -> pd.DataFrame:
+    """One row per case (a sweep of one scenario, means over seeds): the window's GPU-hours by
+    use (serving, training), cost, revenue, the value of the training done, cost per million
+    tokens, the serving margin and the margin with training counted as revenue.
+
+    Training is either lent (the idle serving replicas of ``[fleet.background]``: its
+    GPU-hours are inside the serving fleet's bill, its value is the useful GPU-hours times the
+    scenario's price) or static (``params.static_training_gpus[case]`` more GPUs at the case's
+    GPU price, training for the whole window, every hour useful, valued at
+    ``params.training_usd_per_gpu_hour``)."""
+    rows = []
+    for name, results in cases.items():
+        row = results.iloc[0].to_dict()
+        hours = row["window.duration_s"] / 3600.0
+        static = params.static_training_gpus.get(name, 0)
+        lent = _value(row, "fleet.background.gpu_hours")
+        static_cost = static * hours * row["economics.gpu_usd_per_hour"]
+        value = _value(row, "fleet.background.value_usd")
+        value += static * hours * params.training_usd_per_gpu_hour
+        cost = row["economics.cost_usd"] + static_cost
+        revenue = row["economics.revenue_usd"]
+        rows.append(
+            {
+                "fleet": name,
+                "gpu_hours": row["economics.gpu_hours"] + static * hours,
+                "serving_gpu_hours": row["economics.gpu_hours"] - lent,
+                "training_gpu_hours": lent + static * hours,
+                "serving_replicas_mean": row["fleet.serving_replicas_mean"],
+                "cost_usd": cost,
+                "revenue_usd": revenue,
+                "training_value_usd": value,
+                "usd_per_million_tokens": row[COST_PER_M],
+                "margin": row[MARGIN],
+                "margin_with_training": (revenue + value - cost) / (revenue + value),
+                "slo_missed_requests": row["economics.slo_missed_requests"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _value(row: dict, metric: str) -> float:
+    """A metric a feature adds (absent or NaN when it is off) as 0."""
+    value = row.get(metric, math.nan)
+    return 0.0 if value is None or math.isnan(value) else float(value)
+
+
+def margin_arc(cases: Cases, params: NoParams) -> pd.DataFrame:
+    """The cases in order, each one lever more than the one before: :func:`fleet_day`'s row
+    and ``margin_gain``, the margin it adds to the previous case's (the first: its margin)."""
+    table = fleet_day(cases, FleetDayParams())
+    table = table.drop(columns=["training_gpu_hours", "training_value_usd", "margin_with_training"])
+    table["margin_gain"] = table["margin"].diff().fillna(table["margin"])
+    return table
+
+
 @dataclass(frozen=True)
 class StudyKind:
     """What a study file's ``figure`` names: its params model, the cases it reads (exact names
@@ -296,4 +369,6 @@ STUDIES: dict[str, StudyKind] = {
     "cheapest_fleets": StudyKind(FleetSloParams, "sweep", cheapest_fleets, "cheapest_bars"),
     "projection": StudyKind(ProjectionParams, {"today": "sweep"}, projection, "projection"),
     "utilization": StudyKind(UtilizationParams, {"load": "sweep"}, utilization, "utilization"),
+    "fleet_day": StudyKind(FleetDayParams, "sweep", fleet_day, "gpu_hours_by_use"),
+    "margin_arc": StudyKind(NoParams, "sweep", margin_arc, "waterfall"),
 }

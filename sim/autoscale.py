@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
-from sim.capacity import WorkloadMix, pool_capacity
 from sim.events import schedule_urgent
 from sim.fleet_config import (
     AUTOSCALE_TOLERANCE,
@@ -142,6 +141,9 @@ class UtilizationSignal(_GroupSignal):
     capacity."""
 
     def __init__(self, fleet: Fleet, pool: PoolReplicas, cfg: AutoscaleConfig) -> None:
+        # imported here: sim.capacity loads scipy, which a run without this signal does not need
+        from sim.capacity import WorkloadMix, pool_capacity
+
         super().__init__(fleet, pool, cfg)
         work = fleet.recorder.workload
         models = np.array(fleet.spec.class_models, dtype=object)

@@ -18,15 +18,18 @@ from analysis.study_tables import (
     COST_PER_M_OUTPUT,
     MARGIN,
     MULTIPLIER,
+    FleetDayParams,
     FleetSloParams,
     NoParams,
     PricePressureParams,
     ProjectionParams,
     UtilizationParams,
     cheapest_fleets,
+    fleet_day,
     hardware,
     levers,
     margin_after_cut,
+    margin_arc,
     price_pressure,
     projection,
     utilization,
@@ -301,19 +304,80 @@ def test_utilization_headline_is_interpolated_between_the_points_around_it():
     assert not math.isnan(headline["rate_per_s"].iloc[0])
 
 
+def day_run(gpu_hours: float, cost: float, revenue: float, **extra: float) -> pd.DataFrame:
+    """One sweep point of a 24-hour run on $2.70 GPUs: the summary means fleet_day reads."""
+    row = {
+        "window.duration_s": 86400.0,
+        "economics.gpu_hours": gpu_hours,
+        "economics.gpu_usd_per_hour": 2.7,
+        "economics.cost_usd": cost,
+        "economics.revenue_usd": revenue,
+        COST_PER_M: 0.3,
+        MARGIN: (revenue - cost) / revenue,
+        "fleet.serving_replicas_mean": gpu_hours / 24.0,
+        "economics.slo_missed_requests": 10.0,
+        **extra,
+    }
+    return pd.DataFrame([row])
+
+
+def test_fleet_day_splits_gpu_hours_by_use_and_counts_training_value_as_revenue():
+    lent = day_run(
+        72.0, 194.4, 120.0, **{"fleet.background.gpu_hours": 20.0, "fleet.background.value_usd": 18}
+    )
+    split = day_run(48.0, 129.6, 110.0)  # 2 GPUs serve; params add 1 training all day
+    params = FleetDayParams(static_training_gpus={"split": 1}, training_usd_per_gpu_hour=1.2)
+    table = fleet_day({"lent": lent, "split": split}, params).set_index("fleet")
+    # lent: training hours are inside the serving fleet's 72; value 18 counts as revenue
+    assert table.loc["lent", "gpu_hours"] == 72.0
+    assert table.loc["lent", "serving_gpu_hours"] == 52.0
+    assert table.loc["lent", "training_gpu_hours"] == 20.0
+    assert table.loc["lent", "margin_with_training"] == pytest.approx((138.0 - 194.4) / 138.0)
+    # split: + 24 GPU-hours at $2.70 (64.80) worth 24 x 1.2 = 28.80, every hour useful
+    assert table.loc["split", "gpu_hours"] == 72.0
+    assert table.loc["split", "serving_gpu_hours"] == 48.0
+    assert table.loc["split", "training_gpu_hours"] == 24.0
+    assert table.loc["split", "cost_usd"] == pytest.approx(194.4)
+    assert table.loc["split", "training_value_usd"] == pytest.approx(28.8)
+    assert table.loc["split", "margin_with_training"] == pytest.approx((138.8 - 194.4) / 138.8)
+    assert table.loc["split", "margin"] == pytest.approx((110.0 - 129.6) / 110.0)  # serving only
+
+
+def test_static_training_for_a_case_the_study_does_not_run_is_refused_at_load(tmp_path):
+    study = STUDY.replace('figure = "cheapest_fleets"', 'figure = "fleet_day"')
+    study = study.replace(PARAMS, "[params]\nstatic_training_gpus = { splt = 1 }\n")
+    folder = make_study(tmp_path / "s", study)
+    with pytest.raises(UserError, match=r"study.toml: params: cases \['splt'\] are not cases"):
+        load_study(folder)
+
+
+def test_margin_arc_gains_add_up_from_the_baseline_margin_to_the_last():
+    runs = {
+        "baseline": day_run(72.0, 200.0, 100.0),  # margin -1.0
+        "lever-a": day_run(24.0, 120.0, 100.0),  # -0.2: gains 0.8
+        "lever-b": day_run(24.0, 70.0, 100.0),  # 0.3: gains 0.5
+    }
+    table = margin_arc(runs, NoParams())
+    assert table["margin_gain"].tolist() == pytest.approx([-1.0, 0.8, 0.5])
+    assert table["margin_gain"].sum() == pytest.approx(table["margin"].iloc[-1])
+
+
 # ----------------------------------------------------------------------------- shipped studies
 
 SHIPPED = sorted(p.parent for p in (ROOT / "studies").glob("*/study.toml"))
 
 
-def test_gallery_ships_six_studies():
+def test_gallery_ships_nine_studies():
     assert [p.name for p in SHIPPED] == [
         "cost-over-time",
         "hardware",
+        "margin-arc",
         "price-pressure",
+        "serving-training",
         "software-levers",
         "specialized-models",
         "utilization",
+        "utilization-day",
     ]
 
 

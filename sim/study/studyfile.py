@@ -151,6 +151,9 @@ def _check_cases(study: Study, path: Path, wanted: dict[str, str] | str) -> None
     elif cases != wanted:
         allowed = ", ".join(f"{n} ({k})" for n, k in wanted.items())
         raise UserError(f"{path}: cases: figure '{study.spec.figure}' reads exactly {allowed}")
+    unknown = sorted(study.params.case_names() - set(cases))
+    if unknown:
+        raise UserError(f"{path}: params: cases {unknown} are not cases of the study")
     for case in study.spec.cases:
         if not (case.scenario or study.spec.scenario):
             raise UserError(f"{path}: case {case.name}: no scenario (set scenario = FILE)")
