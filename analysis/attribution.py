@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.disaggregation import first_replica
 from analysis.rundata import RunData
 from sim.noise import NoisyStepTime
 from sim.perf import Roofline, make_step_time_model
@@ -77,16 +78,20 @@ def step_split(data: RunData) -> pd.DataFrame:
 def request_gpu_s(data: RunData, split: pd.DataFrame) -> pd.DataFrame:
     """Per request (index of the requests trace): `prefill_s` and `decode_s` attributed to it
     (replica-seconds; see the module docstring). Sums over all requests match the intervals'
-    totals up to preemption and chunking; callers scale them to the totals they bill."""
+    totals up to preemption and chunking; callers scale them to the totals they bill.
+
+    A disaggregated request prefills on its prefill replica and decodes on `replica` from the
+    first iteration after its KV transfer ended (its prefill replica holds it meanwhile without
+    decoding it)."""
     req = data.requests
     end = data.simulated_s
     out = pd.DataFrame({"prefill_s": 0.0, "decode_s": 0.0}, index=req.index)
     routed = req[req["first_scheduled_s"].notna() & (req["replica"] >= 0)]
-    computed = (routed["prompt_tokens"] - routed["cached_prompt_tokens"]).to_numpy(np.float64)
+    prefilled_on = first_replica(routed)
+    first_token = routed["first_token_s"].fillna(end)
+    transferred = routed.get("kv_transfer_end_s", pd.Series(np.nan, index=routed.index))
+    computed = routed["prompt_tokens"] - routed["cached_prompt_tokens"]
     for replica, mine in split.groupby("replica", sort=True):
-        reqs = routed[routed["replica"] == replica]
-        if reqs.empty:
-            continue
         mine = mine.sort_values("start_s", kind="stable")
         start, stop = mine["start_s"].to_numpy(), mine["end_s"].to_numpy()
         length = stop - start
@@ -96,15 +101,30 @@ def request_gpu_s(data: RunData, split: pd.DataFrame) -> pd.DataFrame:
             per_token = np.where(p > 0, mine["prefill_s"].to_numpy() / (p * length), 0.0)
             per_seq = np.where(d > 0, mine["decode_s"].to_numpy() / (d * length), 0.0)
             counted = np.where(p > 0, 1.0 / length, 0.0)
-        first_token = reqs["first_token_s"].fillna(end).to_numpy()
-        scheduled = reqs["first_scheduled_s"].to_numpy()
-        finish = reqs["finish_s"].fillna(end).to_numpy()
-        prefill_rate = _integral(start, stop, per_token, scheduled, first_token)
-        intervals = np.maximum(_integral(start, stop, counted, scheduled, first_token), 1.0)
-        tokens = computed[(routed["replica"] == replica).to_numpy()]
-        out.loc[reqs.index, "prefill_s"] = tokens * prefill_rate / intervals
-        out.loc[reqs.index, "decode_s"] = _integral(start, stop, per_seq, first_token, finish)
+        pre = (prefilled_on == replica).to_numpy()
+        if pre.any():
+            scheduled = routed["first_scheduled_s"].to_numpy()[pre]
+            token_s = first_token.to_numpy()[pre]
+            prefill_rate = _integral(start, stop, per_token, scheduled, token_s)
+            intervals = np.maximum(_integral(start, stop, counted, scheduled, token_s), 1.0)
+            tokens = computed.to_numpy(np.float64)[pre]
+            out.loc[routed.index[pre], "prefill_s"] = tokens * prefill_rate / intervals
+        dec = (routed["replica"] == replica).to_numpy()
+        if dec.any():
+            finish = routed["finish_s"].fillna(end).to_numpy()[dec]
+            begin = _decoding_from(start, first_token.to_numpy()[dec], transferred.to_numpy()[dec])
+            begin = np.minimum(begin, finish)
+            out.loc[routed.index[dec], "decode_s"] = _integral(start, stop, per_seq, begin, finish)
     return out
+
+
+def _decoding_from(start: np.ndarray, first_token: np.ndarray, transferred: np.ndarray):
+    """When each request starts decoding on a replica whose intervals start at `start`: at its
+    first token, or, when its KV cache came by transfer (`transferred`: the end, NaN if none),
+    at the first interval that starts after it arrived (infinity if none)."""
+    after = np.searchsorted(start, transferred, side="left")
+    starts = np.append(start, np.inf)[np.where(np.isnan(transferred), len(start), after)]
+    return np.where(np.isnan(transferred), first_token, starts)
 
 
 def _integral(

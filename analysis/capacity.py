@@ -9,6 +9,7 @@ import pandas as pd
 from analysis.rundata import RunData
 from analysis.window import Window
 from sim.capacity import Capacity, WorkloadMix, pool_capacity
+from sim.fleet_config import COLOCATED
 from sim.runspec import PoolSpec
 
 
@@ -33,9 +34,13 @@ def replica_capacity(data: RunData, window: Window, pool: PoolSpec) -> Capacity 
 
 
 def pool_capacities(data: RunData, window: Window) -> dict[str, float]:
-    """One replica's capacity (requests/s) of each pool, by pool name (NaN: unknown)."""
+    """One replica's capacity (requests/s) of each pool, by pool name (NaN: unknown; always for
+    a prefill or decode pool, whose replicas complete no request alone)."""
     out = {}
     for pool in data.spec.pools:
+        if pool.role != COLOCATED:
+            out[pool.name] = math.nan
+            continue
         capacity = replica_capacity(data, window, pool)
         out[pool.name] = math.nan if capacity is None else capacity.requests_per_s
     return out

@@ -31,6 +31,7 @@ from analysis.utilization import (
     window_edges,
 )
 from analysis.window import Window, measurement_window
+from sim.fleet_config import COLOCATED, DECODE, PREFILL
 
 IDENTITY = ("scenario", "gpu", "tp", "replicas", "pricing", "offered_rate_rps", "max_num_seqs")
 NOT_IDENTITY = ("base_dir", "sim.seed")  # differ between copies and seeds of one series
@@ -92,16 +93,19 @@ def _slo(data: RunData, field: str) -> float:
 
 def fleet_identity(data: RunData) -> dict[str, object]:
     """gpu, tp, replicas and max_num_seqs of a run's fleet; with several pools, each pool's
-    value joined by '+' where they differ (replicas: the fleet's total)."""
+    value joined by '+' where they differ (replicas: the fleet's total; with prefill and decode
+    pools each pool's count with its role's letter, e.g. 11P+3D)."""
     pools = data.spec.pools
 
     def joined(values: list) -> object:
         return values[0] if len(set(values)) == 1 else "+".join(map(str, values))
 
+    letter = {PREFILL: "P", DECODE: "D", COLOCATED: ""}
+    split = "+".join(f"{p.replicas}{letter[p.role]}" for p in pools)
     return {
         "gpu": joined([p.gpu for p in pools]),
         "tp": joined([p.tp for p in pools]),
-        "replicas": data.spec.num_replicas,
+        "replicas": split if data.spec.disaggregated else data.spec.num_replicas,
         "max_num_seqs": joined([getattr(p.batcher, "max_num_seqs", None) for p in pools]),
     }
 
@@ -326,6 +330,7 @@ def pool_table(runs: list[Run]) -> pd.DataFrame:
                     "tp": p["tp"],
                     "replicas": p["replicas"],
                     "model": p["model"],
+                    "role": p["role"],
                     "completed": p["requests"]["completed"],
                     "requests_per_s": p["throughput"]["requests_per_s"],
                     "output_tokens_per_s": p["throughput"]["output_tokens_per_s"],

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.attribution import request_gpu_s, step_split
+from analysis.disaggregation import first_replica
 from analysis.fleet import billed_gpu_hours, seconds_by_state
 from analysis.metrics import TRACE_CLASS, distribution, slo_missed
 from analysis.rundata import RunData
@@ -377,8 +378,11 @@ def pool_economics(data: RunData, window: Window) -> dict[str, dict[str, float |
     """Per pool name, over `window`: gpu_hours, cost_usd, revenue_usd (of its requests
     completed in the window) and margin.
 
-    The pools' costs add up to the fleet's cost, their revenues to its revenue. Without
-    [economics] only gpu_hours is known.
+    The pools' costs add up to the fleet's cost, their revenues to its revenue: a request's
+    input revenue goes to the pool of its first replica, its output revenue to the pool of its
+    last (with prefill and decode pools: the prefill pool earns the prompt, the decode pool the
+    output; a colocated request's replica earns both). Without [economics] only gpu_hours is
+    known.
     """
     if data.scenario.economics is None:
         return {
@@ -386,7 +390,10 @@ def pool_economics(data: RunData, window: Window) -> dict[str, dict[str, float |
             for p in data.spec.pools
         }
     req = request_revenue(data, completed_in(data, window))
-    revenue = req["net_usd"].groupby(data.request_pools().loc[req.index]).sum()
+    done = data.requests.loc[req.index]
+    first, last = data.request_pools(first_replica(done)), data.request_pools(done["replica"])
+    kept_input, kept_output = req["input_usd"] * req["kept"], req["output_usd"] * req["kept"]
+    revenue = kept_input.groupby(first).sum().add(kept_output.groupby(last).sum(), fill_value=0)
     out = {}
     for name, cost in pool_costs(data, window).items():
         earned = float(revenue.get(name, 0.0))

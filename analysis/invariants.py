@@ -40,7 +40,24 @@ columns, so the token laws become bounds (>=) and Little's law a bound too (>=; 
 requests were also preempted, which bounds it the other way).
 
 The laws of a replica's work (work conservation, tokens, Little's law, KV cache) are checked
-pool by pool, each with its pool's batcher and KV capacity.
+pool by pool, each with its pool's batcher and KV capacity. On a prefill or decode pool
+(docs/disaggregation.md) they read:
+
+* prefill replicas: a request waits on an idle replica only while KV caches that wait to
+  leave it (from their first token to the end of their transfer) fill it; they never decode;
+  their prefill tokens are their requests' prompts, as above;
+* decode replicas: a replica is never idle between the arrival of a KV cache and the finish of
+  its request (not preempted); decode tokens lie between sum(output_tokens - 1 - preemptions)
+  and sum(output_tokens - 1) of its completed requests (a preemption on the prefill side emits
+  no token); they prefill only to recompute preempted requests; Little's law is <=, as a
+  request decodes from the first iteration boundary after its KV cache arrived.
+
+A disaggregated run has two more laws. Prefill, transfer, decode: a request of a disaggregated
+model is prefilled on a prefill replica of its model, then, if it needs more than one token,
+its KV cache moves once to a decode replica of its model, which then decodes it: first token
+<= transfer start <= transfer end <= finish, and each transfer takes latency + bytes /
+(bandwidth x lanes) exactly. KV links one at a time: a prefill replica's transfers never
+overlap.
 
 Times are compared with a tolerance of 1e-9 relative to the run's length, for float sums.
 """
@@ -52,8 +69,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.disaggregation import expected_transfer_s, pool_requests
 from analysis.fleet import state_intervals
 from analysis.rundata import RunData
+from sim.fleet_config import COLOCATED, DECODE, PREFILL
 from sim.runspec import PoolSpec
 
 STATUSES = ("completed", "rejected", "in_flight")
@@ -118,19 +137,78 @@ def check_run(data: RunData) -> list[Invariant]:
     req, steps, spec = data.requests, data.steps, data.spec
     span = max(data.simulated_s, float(steps["end_s"].max()) if len(steps) else 0.0, 1.0)
     tol = 1e-9 * span
-    life = Lifecycle.of(data)
-    per_pool = [
-        _replica_laws(*_of_pool(data, pool), pool, tol, life, data.scenario.sim.drain)
-        for pool in spec.pools
-    ]
+    life, drained = Lifecycle.of(data), data.scenario.sim.drain
+    per_pool = [_pool_laws(data, pool, tol, life, drained) for pool in spec.pools]
     laws = [_merged(invariants) for invariants in zip(*per_pool, strict=True)]
-    return [
-        conservation(req, data.scenario.sim.drain, data.num_replicas),
+    checked = [
+        conservation(req, drained, data.num_replicas),
         timestamps_ordered(req, tol),
         steps_disjoint(steps, tol),
         *laws,
         pools_serve_their_models(data),
         replicas_work_only_while_up(req, steps, life, tol),
+    ]
+    if spec.disaggregated:
+        checked += [prefill_transfer_decode(data, tol), links_one_at_a_time(req, tol)]
+    return checked
+
+
+def _pool_laws(
+    data: RunData, pool: PoolSpec, tol: float, life: Lifecycle, drained: bool
+) -> list[Invariant]:
+    """The laws of the replicas of one pool, as its role has them (`drained`: the run went on
+    until every request was done). A prefill or decode pool keeps its replicas for the whole
+    run (the scenario refuses fields over time on it), so `life` is a colocated pool's only."""
+    if pool.role == COLOCATED:
+        return _replica_laws(*_of_pool(data, pool), pool, tol, life, drained)
+    req, steps, own = data.requests, data.steps, pool.replica_indices
+    mine, mine_steps = (
+        pool_requests(data, req, pool),
+        steps[steps["replica"].between(own.start, own.stop - 1)],
+    )
+    if pool.role == PREFILL:
+        return _prefill_laws(mine, mine_steps, pool, tol, drained)
+    return _decode_laws(mine, mine_steps, pool, tol, drained)
+
+
+def _prefill_laws(
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
+) -> list[Invariant]:
+    """The laws of prefill replicas (`req`: the requests they prefilled)."""
+    handed = req[req["first_token_s"].notna() & (req["output_tokens"] > 1)]
+    held = pd.DataFrame(
+        {
+            "replica": handed["replica"],
+            "start_s": handed["first_token_s"],
+            "end_s": handed["kv_transfer_end_s"].fillna(np.inf),
+        }
+    )
+    never_decoded = req.assign(output_tokens=1, preemptions=0, finish_s=req["first_token_s"])
+    return [
+        work_conserving(req, steps, tol, drained=drained, held=held),
+        decode_tokens(never_decoded, steps),
+        prefill_tokens(req, steps),
+        littles_law_decode(never_decoded, steps, tol),
+        kv_within_capacity(steps, pool.kv_capacity_blocks),
+    ]
+
+
+def _decode_laws(
+    req: pd.DataFrame, steps: pd.DataFrame, pool: PoolSpec, tol: float, drained: bool
+) -> list[Invariant]:
+    """The laws of decode replicas (`req`: the requests handed to them)."""
+    whole = req[(req["status"] == "completed") & (req["preemptions"] == 0)]
+    decoding = whole.assign(
+        arrival_s=whole["kv_transfer_end_s"], first_scheduled_s=whole["finish_s"]
+    )
+    return [
+        work_conserving(decoding, steps, tol, drained=drained),
+        decode_tokens(req, steps, preemption=pool.batcher.preemption, bounded=True),
+        prefill_tokens(req.assign(prompt_tokens=0, cached_prompt_tokens=0), steps),
+        littles_law_decode(
+            req.assign(first_token_s=req["kv_transfer_end_s"]), steps, tol, paused=True
+        ),
+        kv_within_capacity(steps, pool.kv_capacity_blocks),
     ]
 
 
@@ -270,6 +348,7 @@ def work_conserving(
     hold_s: float = 0.0,
     life: Lifecycle | None = None,
     drained: bool = True,
+    held: pd.DataFrame | None = None,
 ) -> Invariant:
     """No request waits on its replica during an idle gap of that replica.
 
@@ -278,7 +357,9 @@ def work_conserving(
     is idle only while serving or draining without an iteration, and a request that started
     over waits from the latest failure or reclaim before its scheduling. `drained`: false for
     a run stopped at its horizon, whose replicas may have been busy after their last recorded
-    interval (not checked).
+    interval (not checked). `held`: spans (replica, start_s, end_s) in which a replica keeps
+    KV caches that wait to leave it (a prefill replica under backpressure); a request may wait
+    on an idle replica while such spans cover the wait.
     """
     waiting = req[(req["status"] != "rejected") & (req["replica"] >= 0)]
     bad_ids: list[int] = []
@@ -300,12 +381,27 @@ def work_conserving(
         has = idx >= 0
         overlaps = np.zeros(len(group), dtype=bool)
         overlaps[has] = gap_end[idx[has]] > arrival[has] + hold_s + tol
+        if held is not None:
+            spans = held[held["replica"] == replica].sort_values("start_s", kind="stable")
+            for i in np.flatnonzero(overlaps):
+                wait = (max(gap_start[idx[i]], arrival[i]), min(gap_end[idx[i]], scheduled[i]))
+                overlaps[i] = not _covered(*wait, spans, tol)
         bad_ids += group["request_id"].to_numpy()[overlaps].tolist()
     return Invariant(
         "work conserving",
         len(bad_ids),
         f"request {bad_ids[0]} waited while its replica was idle" if bad_ids else "",
     )
+
+
+def _covered(t0: float, t1: float, spans: pd.DataFrame, tol: float) -> bool:
+    """Whether the union of `spans` (sorted by start_s) covers [t0, t1]."""
+    t = t0
+    for start, end in zip(spans["start_s"].to_numpy(), spans["end_s"].to_numpy(), strict=True):
+        if t >= t1 - tol or start > t + tol:
+            break
+        t = max(t, end)
+    return t >= t1 - tol
 
 
 def _idle_gaps(
@@ -335,14 +431,19 @@ def _per_replica(values: pd.Series, replica: pd.Series, replicas: np.ndarray) ->
 
 
 def decode_tokens(
-    req: pd.DataFrame, steps: pd.DataFrame, padded: bool = False, preemption: str = "recompute"
+    req: pd.DataFrame,
+    steps: pd.DataFrame,
+    padded: bool = False,
+    preemption: str = "recompute",
+    bounded: bool = False,
 ) -> Invariant:
     """Decode tokens of the steps trace = output tokens of completed requests minus prefills.
 
     Every prefill emits one token: the first, and under `preemption` = "recompute" one per
     preemption (a swapped-out request resumes decoding instead). Exact when no request is left
     in flight and batches are not padded; otherwise the steps also hold tokens of unfinished
-    requests or padding rows, so then only >= is required.
+    requests or padding rows, so then only >= is required. `bounded` (preemptions some of which
+    emitted no token): between that count and sum(output - 1).
     """
     replicas = np.union1d(steps["replica"].unique(), req["replica"][req["replica"] >= 0].unique())
     decoded = _per_replica(steps["iterations"] * steps["decode_seqs"], steps["replica"], replicas)
@@ -350,7 +451,13 @@ def decode_tokens(
     prefills = 1 + (done["preemptions"] if preemption == "recompute" else 0)
     owed = _per_replica(done["output_tokens"] - prefills, done["replica"], replicas)
     settled = bool((req["status"] != "in_flight").all()) and not padded
-    bad = replicas[decoded != owed] if settled else replicas[decoded < owed]
+    if settled and bounded:
+        most = _per_replica(done["output_tokens"] - 1, done["replica"], replicas)
+        bad = replicas[(decoded < owed) | (decoded > most)]
+    elif settled:
+        bad = replicas[decoded != owed]
+    else:
+        bad = replicas[decoded < owed]
     return _result(
         "decode tokens",
         bad,
@@ -432,6 +539,66 @@ def kv_within_capacity(steps: pd.DataFrame, capacity_blocks: int) -> Invariant:
         lambda b: (
             f"replica {int(b['replica'].iloc[0])} used {int(b['kv_blocks_used'].iloc[0])}"
             f" of {capacity_blocks} blocks"
+        ),
+    )
+
+
+def prefill_transfer_decode(data: RunData, tol: float) -> Invariant:
+    """A disaggregated model's request: prefilled on a prefill replica of its model, then (with
+    more than one output token) one transfer to a decode replica of its model, then decoded
+    there, in time order; every transfer lasts latency + bytes / (bandwidth x lanes)."""
+    req = data.requests
+    split = req[(req["prefill_replica"] >= 0) | (req["decode_replica"] >= 0)]
+    pools = data.replica_pool
+    roles = np.array([p.role for p in pools] + [""], dtype=object)
+    models = np.array([p.model for p in pools] + [""], dtype=object)
+    classes = [c.name for c in data.scenario.workload.classes] or ["trace"]
+    needs = split["class"].map(dict(zip(classes, data.spec.class_models, strict=True))).to_numpy()
+    prefill, decode = split["prefill_replica"].to_numpy(), split["decode_replica"].to_numpy()
+    first, finish = split["first_token_s"], split["finish_s"]
+    start, end = split["kv_transfer_start_s"], split["kv_transfer_end_s"]
+    handed, started, ended = decode >= 0, start.notna().to_numpy(), end.notna().to_numpy()
+    done = (split["status"] == "completed").to_numpy()
+    output = split["output_tokens"].to_numpy()
+    bad = (roles[prefill] != PREFILL) | (models[prefill] != needs)
+    bad |= handed & ((roles[decode] != DECODE) | (models[decode] != needs))
+    bad |= started & (~handed | first.isna().to_numpy() | (start < first - tol).to_numpy())
+    bad |= ended & (~started | (end < start - tol).to_numpy())
+    bad |= (finish < end - tol).to_numpy()  # NaN compares False
+    bad |= done & (output > 1) & ~ended
+    bad |= done & (output == 1) & (handed | started)
+    took = (end - start)[ended]
+    expected = expected_transfer_s(data, split[ended])
+    bad[ended] |= ((took - expected).abs() > tol + 1e-9 * expected).to_numpy()
+    return _result(
+        "prefill, transfer, decode",
+        split[bad],
+        lambda b: (
+            f"request {int(b['request_id'].iloc[0])}: prefill replica "
+            f"{int(b['prefill_replica'].iloc[0])}, decode replica "
+            f"{int(b['decode_replica'].iloc[0])}, first token {b['first_token_s'].iloc[0]}, "
+            f"transfer {b['kv_transfer_start_s'].iloc[0]} to {b['kv_transfer_end_s'].iloc[0]}, "
+            f"finish {b['finish_s'].iloc[0]}"
+        ),
+    )
+
+
+def links_one_at_a_time(req: pd.DataFrame, tol: float) -> Invariant:
+    """The transfers from one prefill replica never overlap (its link sends one at a time)."""
+    sent = req[req["kv_transfer_start_s"].notna()].sort_values(
+        ["prefill_replica", "kv_transfer_start_s"], kind="stable"
+    )
+    replica = sent["prefill_replica"].to_numpy()
+    start = sent["kv_transfer_start_s"].to_numpy()
+    end = sent["kv_transfer_end_s"].fillna(np.inf).to_numpy()
+    overlap = np.zeros(len(sent), dtype=bool)
+    overlap[1:] = (replica[1:] == replica[:-1]) & (start[1:] < end[:-1] - tol)
+    return _result(
+        "kv links one at a time",
+        sent[overlap],
+        lambda b: (
+            f"request {int(b['request_id'].iloc[0])} started on the link of replica "
+            f"{int(b['prefill_replica'].iloc[0])} before the transfer ahead of it ended"
         ),
     )
 

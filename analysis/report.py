@@ -262,6 +262,7 @@ POOLS = {
     "tp": ("tp", TEXT),
     "replicas": ("replicas", TEXT),
     "model": ("model", TEXT),
+    "role": ("role", TEXT),
     "completed": ("completed", TEXT),
     "requests_per_s": ("req/s", _fmt(".2f")),
     "output_tokens_per_s": ("output tok/s", _fmt(".0f")),
@@ -274,8 +275,10 @@ POOLS = {
 }
 POOLS_NOTE = (
     "Per pool of each run with several pools: its measured requests, the throughput it served "
-    "and its replicas' utilization (capacity utilization against its own capacity), and its "
-    "cost and revenue over the measurement window (pools' costs add up to the fleet's)."
+    "(a prefill pool's: the requests it prefilled, a decode pool's: those it decoded) and its "
+    "replicas' utilization (capacity utilization against its own capacity; none for prefill "
+    "and decode pools), and its cost and revenue over the measurement window (pools' costs add "
+    "up to the fleet's; a prefill pool earns the prompts' price, a decode pool the outputs')."
 )
 
 

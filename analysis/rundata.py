@@ -94,15 +94,16 @@ class RunData:
     def simulated_s(self) -> float:
         return float(self.run["simulated_s"])
 
-    def request_pools(self) -> pd.Series:
-        """The pool name of each request's replica (None where it never reached one).
+    def request_pools(self, replica: pd.Series | None = None) -> pd.Series:
+        """The pool name of each request's replica (None where it never reached one); of the
+        replicas in `replica` (a column of numbers indexed like the requests) where given.
 
         Derived from the replica and the run's pools, so it holds whether or not the traces
         have a `pool` column (written only for fleets of several pools).
         """
         names = np.array([p.name for p in self.replica_pool] + [None], dtype=object)
-        replica = self.requests["replica"].to_numpy()
-        return pd.Series(names[replica], index=self.requests.index, name="pool")
+        replica = self.requests["replica"] if replica is None else replica
+        return pd.Series(names[replica.to_numpy()], index=replica.index, name="pool")
 
     @property
     def measured(self) -> pd.DataFrame:

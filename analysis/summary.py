@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.capacity import pool_capacities
+from analysis.disaggregation import kv_transfer, pool_requests
 from analysis.economics import economics, margin_with_background, pool_economics
 from analysis.fleet import fleet_summary
 from analysis.metrics import (
@@ -26,7 +27,8 @@ from analysis.window import Window, measurement_window, window_block
 
 
 def summarize(data: RunData, target_margin: float = 0.0) -> dict:
-    """The summary of one run (the keys of summary.json; times in seconds, money in USD).
+    """The summary of one run (the keys of summary.json; times in seconds, money in USD); a run
+    with prefill and decode pools has a ``kv_transfer`` block too.
 
     Everything but `simulated_s`, `economics.totals` and the end-of-run request statuses is
     measured over the one measurement window (analysis.window); `target_margin` sets the
@@ -41,7 +43,7 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
     fleet["background"]["margin_with_background"] = margin_with_background(
         money, fleet["background"]["value_usd"]
     )
-    return {
+    summary = {
         "scenario": data.scenario.name,
         "seed": data.run["seed"],
         "simulated_s": data.simulated_s,
@@ -53,7 +55,11 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
         "throughput": throughput(data, window),
         "utilization": utilization,
         "saturation": saturation(
-            data, window, fleet_capacity if math.isfinite(fleet_capacity) else None
+            data,
+            window,
+            fleet_capacity
+            if fleet_capacity is not None and math.isfinite(fleet_capacity)
+            else None,
         ),
         "batching": batching(data, window),
         "economics": money,
@@ -61,6 +67,9 @@ def summarize(data: RunData, target_margin: float = 0.0) -> dict:
         "pools": per_pool(data, window, capacity),
         "fleet": fleet,
     }
+    if data.spec.disaggregated:
+        summary["kv_transfer"] = kv_transfer(data)
+    return summary
 
 
 def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
@@ -73,24 +82,24 @@ def requests_block(data: RunData, requests: pd.DataFrame) -> dict:
 
 
 def per_pool(data: RunData, window: Window, capacity: dict[str, float]) -> dict[str, dict]:
-    """Per pool: what it is, its measured requests and the throughput it served in the window,
-    its replicas' utilization, and its cost, revenue and margin over the window (pools' costs
-    add up to the fleet's)."""
+    """Per pool: what it is, its measured requests and the throughput it served in the window
+    (a prefill pool's: the requests it prefilled, a decode pool's: those it decoded), its
+    replicas' utilization, and its cost, revenue and margin over the window (pools' costs add
+    up to the fleet's)."""
     measured = data.measured
-    pools = data.request_pools()
     utilization = pool_utilization(data, window, capacity)
     money = pool_economics(data, window)
     out = {}
     for pool in data.spec.pools:
-        mine = pools == pool.name
         out[pool.name] = {
             "gpu": pool.gpu,
             "tp": pool.tp,
             "replicas": pool.replicas,
             "pricing": pool.lifecycle.pricing,
             "model": pool.model,
-            "requests": requests_block(data, measured[mine.loc[measured.index]]),
-            "throughput": throughput(data, window, data.requests[mine]),
+            "role": pool.role,
+            "requests": requests_block(data, pool_requests(data, measured, pool)),
+            "throughput": throughput(data, window, pool_requests(data, data.requests, pool)),
             "utilization": utilization[pool.name],
             **money[pool.name],
         }

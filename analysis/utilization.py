@@ -19,7 +19,9 @@ peak FLOP/s, both against the bf16 peak (comparable across weight dtypes) and ag
 the weight dtype (the units the GEMMs run on). MBU: bytes over HBM bandwidth. Peaks are per GPU
 times tp. KV occupancy: blocks in use / capacity (0 while idle). Queue length: requests routed to
 the replica, arrived and not yet scheduled. Running: scheduled and not finished (a preempted
-request stays counted). Decode batch: sequences decoding per iteration, averaged over non-idle
+request stays counted). On a prefill replica a request runs until its KV cache has left; on a
+decode replica it queues from its hand-off until its KV cache has arrived (analysis.
+disaggregation). Decode batch: sequences decoding per iteration, averaged over non-idle
 time.
 
 Counting (docs/economics.md): linear layers 2 FLOPs per active parameter per token, LM head for
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.disaggregation import stays
 from analysis.fleet import PROVISIONED, UP_FOR_SERVING, state_intervals
 from analysis.rundata import RunData
 from analysis.window import Window, completed_in
@@ -160,24 +163,31 @@ def integrate_windows(
 
 
 def _request_spans(data: RunData) -> dict[str, pd.DataFrame]:
-    """Per request: its queued span and running span (open spans end with the run), and the
-    service span of a completed one, valued 1 / its length (requests served per second)."""
+    """Per stay of a routed request on a replica (a disaggregated request stays on two): its
+    queued span and its running span (open spans end with the run); and the service span of a
+    completed request on its last replica, valued 1 / its length (requests served per second)."""
     r = data.requests[data.requests["status"] != "rejected"]
+    stay = stays(data)
     end = data.simulated_s
-    scheduled = r["first_scheduled_s"].fillna(end)
+    scheduled = stay["started_s"].fillna(end)
     done = r[r["status"] == "completed"]
     service_s = (done["finish_s"] - done["first_scheduled_s"]).to_numpy()
     with np.errstate(divide="ignore"):
         rate = np.where(service_s > 0, 1.0 / service_s, 0.0)
     return {
         "queue_length": pd.DataFrame(
-            {"replica": r["replica"], "start_s": r["arrival_s"], "end_s": scheduled, "value": 1.0}
+            {
+                "replica": stay["replica"],
+                "start_s": stay["arrived_s"],
+                "end_s": scheduled,
+                "value": 1.0,
+            }
         ),
         "running_requests": pd.DataFrame(
             {
-                "replica": r["replica"],
+                "replica": stay["replica"],
                 "start_s": scheduled,
-                "end_s": r["finish_s"].fillna(end),
+                "end_s": stay["left_s"].fillna(end),
                 "value": 1.0,
             }
         ),
@@ -373,15 +383,18 @@ def _utilization(totals: pd.DataFrame, window: Window) -> dict[str, float | None
     """Over the replicas of `totals`: capacity utilization (their completions over their
     capacity, each replica's for the share of the window it was up), up-time weighted means of
     the other fractions, sums of the queue and running counts."""
+    # None when a replica has no capacity of its own (a prefill or decode replica: one role
+    # alone completes no request), or none is known (no request was routed at all)
+    known = totals["capacity_per_s"].notna().all()
     up_share = totals["up_s"] / window.duration_s
-    capacity = float((totals["capacity_per_s"] * up_share).sum())
+    capacity = float((totals["capacity_per_s"] * up_share).sum()) if known else None
     served = float(totals["completed"].sum()) / window.duration_s  # requests/s
     nonidle = float(totals["nonidle_s"].sum())
     batch = (totals["decode_batch"].fillna(0.0) * totals["nonidle_s"]).sum()
     up_s = float(totals["up_s"].sum())
     mean = _up_weighted(totals, list(FRACTIONS)).sum() / up_s if up_s > 0 else None
     return {
-        "capacity_utilization": served / capacity if capacity > 0 else None,
+        "capacity_utilization": served / capacity if capacity else None,
         "capacity_per_s": capacity,
         "nonidle_fraction": None if mean is None else float(mean["nonidle_fraction"]),
         "kv_occupancy_mean": None if mean is None else float(mean["kv_occupancy"]),

@@ -1,7 +1,8 @@
 """Catalogue of accelerators and model shapes, with the arithmetic that follows from a shape.
 
 Entries live in ``sim/data/catalog.toml`` (each with its source); a scenario may add its own under
-``[accelerators.NAME]`` or ``[models.NAME]`` with the same fields.
+``[accelerators.NAME]`` or ``[models.NAME]`` with the same fields. The links between nodes that
+carry KV caches from prefill to decode replicas are there too.
 """
 
 from __future__ import annotations
@@ -148,6 +149,17 @@ def canonical_id(name: str, ids: Iterable[str]) -> str:
     return matches[0] if len(matches) == 1 else name
 
 
+class Link(BaseModel):
+    """A network link between replicas of one catalogue entry: per GPU, one direction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    bandwidth_gb_s: float = Field(gt=0, description="per GPU, one direction, GB/s")
+    latency_us: float = Field(ge=0, description="per transfer, us")
+    source: str
+
+
 @cache
 def _catalog() -> dict:
     text = resources.files("sim").joinpath("data/catalog.toml").read_text(encoding="utf-8")
@@ -164,3 +176,9 @@ def builtin_accelerators() -> dict[str, Accelerator]:
 def builtin_models() -> dict[str, ModelShape]:
     """The catalogue's model shapes by id (llama-3-8b, llama-3-70b, ...)."""
     return {k: ModelShape(**v) for k, v in _catalog()["models"].items()}
+
+
+@cache
+def builtin_links() -> dict[str, Link]:
+    """The catalogue's links between nodes by id (infiniband)."""
+    return {k: Link(**v) for k, v in _catalog()["interconnects"].items()}

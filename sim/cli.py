@@ -186,9 +186,24 @@ def format_summary(s: dict) -> str:
     lines.append(_utilization_line(util))
     if eco["cost_usd"] is not None:
         lines += _economics_lines(eco)
+    if "kv_transfer" in s:
+        lines.append(_kv_transfer_line(s["kv_transfer"]))
     if len(s["pools"]) > 1:
         lines += [_pool_line(name, p) for name, p in s["pools"].items()]
     return "\n".join(lines)
+
+
+def _kv_transfer_line(kv: dict) -> str:
+    """The KV transfers of a run with prefill and decode pools."""
+    took, wait = kv["transfer_s"], kv["wait_s"]
+    if not kv["transfers"]:
+        return "kv transfer  none"
+    return (
+        f"kv transfer  {kv['transfers']} transfers, {kv['bytes_moved'] / 1e9:.1f} GB, "
+        f"{took['mean'] * 1000:.1f} ms mean, {took['p99'] * 1000:.1f} ms p99; waited "
+        f"{wait['mean'] * 1000:.1f} ms mean, {wait['p99'] * 1000:.1f} ms p99; links busy "
+        f"{kv['link_busy_fraction']:.1%}"
+    )
 
 
 def _pct(value: float | None) -> str:
@@ -236,11 +251,17 @@ def _pool_line(name: str, p: dict) -> str:
             f"margin {_pct(p['margin'])}"
         )
     util = p["utilization"]
+    if p["role"] == "colocated":
+        role = ""
+        load = (
+            f"{_pct(util['capacity_utilization'])} of {util['capacity_per_s']:.1f} req/s capacity"
+        )
+    else:  # no capacity of one role alone (docs/disaggregation.md)
+        role, load = f", {p['role']}", f"non-idle {_pct(util['nonidle_fraction'])}"
     return (
-        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}): "
+        f"pool {name}  {p['replicas']} x {p['gpu']} tp {p['tp']} ({p['model']}{role}): "
         f"{p['throughput']['completed']} completed, {p['throughput']['requests_per_s']:.2f} req/s, "
-        f"{_pct(util['capacity_utilization'])} of {util['capacity_per_s']:.1f} req/s "
-        f"capacity{money}"
+        f"{load}{money}"
     )
 
 

@@ -116,7 +116,11 @@ def run(scenario: Scenario | RunSpec, seed: int | None = None, progress: bool = 
     pool_names = [p.name for p in spec.replica_pools()] if len(spec.pools) > 1 else None
     retries = any(p.lifecycle.failures or p.lifecycle.reclaim for p in spec.pools)
     recorder = Recorder(
-        workload, pool_names, longest_context=spec.pads_decode_attention, retries=retries
+        workload,
+        pool_names,
+        longest_context=spec.pads_decode_attention,
+        disaggregated=spec.disaggregated,
+        retries=retries,
     )
     fleet = Fleet(
         env,

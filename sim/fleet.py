@@ -2,7 +2,8 @@
 
 The arrival feed hands each request to :meth:`Fleet.submit`, which passes it to the group of
 replicas that serve the model its class needs; that group's router picks a replica or holds the
-request in the group's FIFO queue. Each time a request leaves a replica (finished or rejected)
+request in the group's FIFO queue (a model served by prefill and decode pools goes through
+:mod:`sim.disaggregation` first). Each time a request leaves a replica (finished or rejected)
 the replica's batcher calls the group's departure hook: the group tells its router and, while
 requests are held, dispatches them at the same simulated time through an URGENT event (an
 event rather than a direct call, so that no request enters a batcher in the middle of its own
@@ -16,6 +17,7 @@ failed one. A fleet whose pools never change does none of this.
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -24,9 +26,11 @@ import numpy as np
 import simpy
 
 from sim.background import Lender
-from sim.batching import make_batcher
+from sim.batching import Batcher, make_batcher
+from sim.disaggregation import Disaggregation, split_pools
 from sim.events import schedule_urgent
 from sim.failures import Clocks
+from sim.fleet_config import COLOCATED
 from sim.lifecycle import PoolReplicas
 from sim.perf import StepTimeModel, make_step_time_model
 from sim.recorder import Recorder
@@ -37,14 +41,21 @@ from sim.runspec import PoolSpec, RunSpec
 
 __all__ = ["Fleet", "RouteGroup", "schedule_urgent"]
 
+# makes the batcher of replica `index` of a pool, given its departure hook
+BatcherFactory = Callable[[PoolSpec, int, Callable[[int], None]], Batcher]
+Place = tuple[PoolSpec, "RouteGroup", int]  # a replica's pool, route group and position in it
+
 
 class Fleet:
     """The replicas of every pool of `spec`, numbered across pools, in one group per model.
 
     Each group (the pools that serve one model) has its own router and held queue; a request
     goes to the group of its class's model, so it reaches only a pool that serves that model.
+    A model served by prefill and decode pools has one group of each, joined by a
+    :class:`~sim.disaggregation.Disaggregation`.
     perf_seed: the ``perf`` stream, one child per replica (fleet-wide index) for its step-time
-    model; router_seed: the ``router`` stream, split into one generator per group;
+    model; router_seed: the ``router`` stream, split into one generator per model (a
+    disaggregated model's split again, for its prefill and its decode router);
     prefix_block_tokens: the block size of the workload's prefix hashes; failure_seed and
     reclaim_seed: the ``failures`` and ``reclaims`` streams (:mod:`sim.failures`).
     """
@@ -65,30 +76,21 @@ class Fleet:
         background = spec.scenario.fleet.background
         self.lender = Lender(env, background, self) if background is not None else None
         models = spec.models()
-        router_rngs = [np.random.default_rng(s) for s in router_seed.spawn(len(models))]
-        perf_seeds = perf_seed.spawn(spec.num_replicas)
+        self._perf_seeds = perf_seed.spawn(spec.num_replicas)
+        self._batchers: dict[int, BatcherFactory] = {}  # by pool index
+        self._places: dict[int, Place] = {}  # by replica index
         self.replicas: list[Replica] = []
-        self.groups: list[RouteGroup] = []
-        self._places: list[tuple[PoolSpec, RouteGroup, int]] = []  # by index: pool, group, position
-        places: dict[int, tuple[PoolSpec, RouteGroup, int]] = {}
-        for model, rng in zip(models, router_rngs, strict=True):
-            group = RouteGroup(env, recorder)
-            views = []
-            for pool in (p for p in spec.pools if p.model == model):
-                for index in pool.replica_indices:
-                    places[index] = (pool, group, len(group.replicas))
-                    perf = make_step_time_model(pool, np.random.default_rng(perf_seeds[index]))
-                    replica = self._make(pool, index, group, len(group.replicas), perf)
-                    group.replicas.append(replica)
-                    views.append(ReplicaView(replica, pool))
-            group.router = make_router(spec.router, views, rng, prefix_block_tokens)
-            group.routable = len(views)
-            self.groups.append(group)
-            self.replicas += group.replicas
+        self.groups: list[RouteGroup | Disaggregation] = []
+        for model, seed in zip(models, router_seed.spawn(len(models)), strict=True):
+            pools = [p for p in spec.pools if p.model == model]
+            if pools[0].role == COLOCATED:
+                rng = np.random.default_rng(seed)
+                self.groups.append(self._group(pools, rng, recorder.replica, self._batcher))
+            else:
+                self.groups.append(self._disaggregated(pools, seed))
         self.replicas.sort(key=lambda r: r.index)
-        self._places = [places[i] for i in range(len(self.replicas))]
         self._class_groups = [self.groups[models.index(m)] for m in spec.class_models]
-        groups = {p.index: places[p.first_replica][1] for p in spec.pools if p.replicas}
+        groups = {p.index: self._places[p.first_replica][1] for p in spec.pools if p.replicas}
         for pool in spec.pools:  # a pool without replicas at the start: its model's group
             groups.setdefault(pool.index, self.groups[models.index(pool.model)])
         self.pools = [
@@ -103,6 +105,49 @@ class Fleet:
     def submit(self, req: Request) -> None:
         """An arrived request: to the group that serves its class's model."""
         self._class_groups[req.class_index].submit(req)
+
+    def _batcher(self, pool: PoolSpec, index: int, departed: Callable[[int], None]) -> Batcher:
+        """The batcher of a colocated replica."""
+        return make_batcher(pool, self.recorder, departed, self._prefix_block_tokens)
+
+    def _group(
+        self,
+        pools: list[PoolSpec],
+        rng: np.random.Generator,
+        placed: array,
+        batcher: BatcherFactory,
+    ) -> RouteGroup:
+        """The replicas of `pools` (batchers from `batcher(pool, index, departed)`) under one
+        router; each routed request's replica is written to `placed`, a recorder column."""
+        group = RouteGroup(self.env, self.recorder, placed)
+        views = []
+        for pool in pools:
+            self._batchers[pool.index] = batcher
+            for index in pool.replica_indices:
+                position = len(group.replicas)
+                self._places[index] = (pool, group, position)
+                perf = make_step_time_model(pool, np.random.default_rng(self._perf_seeds[index]))
+                group.replicas.append(self._make(pool, index, group, position, perf))
+                views.append(ReplicaView(group.replicas[-1], pool))
+        group.router = make_router(self.spec.router, views, rng, self._prefix_block_tokens)
+        group.routable = len(views)
+        self.replicas += group.replicas
+        return group
+
+    def _disaggregated(self, pools: list[PoolSpec], seed: np.random.SeedSequence) -> Disaggregation:
+        """A model's prefill and decode pools, each under its own router, joined."""
+        assert self.spec.interconnect is not None  # resolved for fleets with prefill pools
+        split = Disaggregation(
+            self.env, self.recorder, self.spec.interconnect, pools, self._prefix_block_tokens
+        )
+        prefill_rng, decode_rng = (np.random.default_rng(s) for s in seed.spawn(2))
+        prefill_pools, decode_pools = split_pools(pools)
+        rec = self.recorder
+        split.connect(
+            self._group(prefill_pools, prefill_rng, rec.prefill_replica, split.prefill_batcher),
+            self._group(decode_pools, decode_rng, rec.decode_replica, split.decode_batcher),
+        )
+        return split
 
     def start(self) -> None:
         """Record the fleet at time 0 (every pool's replicas and spares)."""
@@ -125,7 +170,7 @@ class Fleet:
         replica = Replica(
             self.env,
             index,
-            make_batcher(pool, self.recorder, departed, self._prefix_block_tokens),
+            self._batchers[pool.index](pool, index, departed),
             perf,
             self.recorder,
             self.spec.scenario.sim.step_compression,
@@ -153,7 +198,7 @@ class Fleet:
         index, position = len(self.replicas), len(group.replicas)
         rng = np.random.default_rng(self._perf_seed.spawn(1)[0])
         replica = self._make(pool, index, group, position, make_step_time_model(pool, rng))
-        self._places.append((pool, group, position))
+        self._places[index] = (pool, group, position)
         self.replicas.append(replica)
         group.replicas.append(replica)
         group.router.add(ReplicaView(replica, pool))
@@ -184,13 +229,15 @@ def _clocks(
 
 
 class RouteGroup:
-    """The replicas that serve one model, their router and their held FIFO queue.
+    """Replicas under one router, with its held FIFO queue: the pools that serve one model (or
+    a disaggregated model's prefill or decode pools).
 
-    routable: how many of them take requests; while none does, arrivals are held.
+    placed: the recorder column that gets each routed request's replica; routable: how many
+    of the replicas take requests (while none does, arrivals are held).
     """
 
-    def __init__(self, env: simpy.Environment, recorder: Recorder) -> None:
-        self.env, self.recorder = env, recorder
+    def __init__(self, env: simpy.Environment, recorder: Recorder, placed: array) -> None:
+        self.env, self.recorder, self.placed = env, recorder, placed
         self.replicas: list[Replica] = []
         self.router: Router
         self.routable = 0
@@ -205,7 +252,7 @@ class RouteGroup:
             self.held.append(req)
         else:
             replica = self.replicas[index]
-            self.recorder.replica[req.rid] = replica.index
+            self.placed[req.rid] = replica.index
             replica.submit(req)
 
     def left(self, index: int, rid: int) -> None:
@@ -225,7 +272,7 @@ class RouteGroup:
         while held and self.routable and (index := choose(held[0])) is not None:
             req = held.popleft()
             replica = self.replicas[index]
-            self.recorder.replica[req.rid] = replica.index
+            self.placed[req.rid] = replica.index
             replica.submit(req)
 
     # ------------------------------------------------------------------ replicas over time

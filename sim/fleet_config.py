@@ -12,17 +12,25 @@ A pool (``[[fleet.pools]]``, or ``[fleet]`` itself for the single-pool form) may
 
 ``[fleet.background]`` lends idle replicas to preemptible background work (training, batch).
 
+A pool's ``role`` (colocated, prefill or decode) and ``[fleet.interconnect]`` make a fleet that
+disaggregates prefill and decode (docs/disaggregation.md); such pools keep their replicas for
+the whole run, so they take none of the fields over time above but ``pricing``.
+
 Defaults that come from measurements or documentation name their source beside them; those
 without one are marked as assumptions.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import math
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_serializer, model_validator
 
 from sim.section import Section
+
+if TYPE_CHECKING:
+    from sim.scenario import BatcherConfig, FleetConfig
 
 SECONDS_PER_DAY = 86400.0
 
@@ -234,3 +242,99 @@ def check_pool_dynamics(
             f"{field}.reclaim: only spot capacity is reclaimed; the pool's pricing is "
             f"'{pricing}' (set {field}.pricing = 'spot')"
         )
+
+
+# ----------------------------------------------------------------------------- roles
+
+COLOCATED, PREFILL, DECODE = "colocated", "prefill", "decode"
+PoolRole = Literal["colocated", "prefill", "decode"]
+# fields over time a prefill or decode pool leaves at their defaults: its replicas are fixed
+_FIXED_DEFAULTS = {
+    k: PoolDynamics.model_fields[k].get_default(call_default_factory=True)
+    for k in ("spare", "cold_start", "autoscale", "failures", "reclaim")
+}
+
+
+class InterconnectConfig(Section):
+    """The link that carries KV caches from prefill to decode replicas (docs/disaggregation.md).
+
+    `link` picks the defaults: ``infiniband`` between nodes (the catalogue's 400 Gb/s NDR port
+    per GPU) or ``nvlink`` inside a node (the accelerators' scale-up link, one direction);
+    `bandwidth_gb_s` and `latency_s` replace them.
+    """
+
+    link: Literal["infiniband", "nvlink"] = "infiniband"
+    bandwidth_gb_s: float | None = Field(
+        default=None,
+        gt=0,  # also refuses nan
+        allow_inf_nan=True,
+        description="per GPU, one direction, GB/s (inf: transfers take no time)",
+    )
+    latency_s: float | None = Field(default=None, ge=0, description="per transfer, seconds")
+
+    @field_serializer("bandwidth_gb_s", when_used="json")
+    def _finite_json(self, value: float | None) -> float | str | None:
+        """An infinite bandwidth as the text 'inf' (JSON has no infinity; it reads back)."""
+        return "inf" if value is not None and math.isinf(value) else value
+
+
+def check_roles(
+    fleet: FleetConfig, models: list[str], batcher: BatcherConfig, kv_dtype: str
+) -> None:
+    """Refuse what pool roles cannot mean (ValueError naming the field): a model is served by
+    colocated pools only, or by prefill and decode pools only; those batch continuously, share
+    a KV dtype and keep their replicas for the whole run; only they take an interconnect.
+
+    `models`: each pool's model, inherited; `batcher` and `kv_dtype`: the ones pools inherit.
+    """
+    pools = fleet.pools
+    split = [(i, p) for i, p in enumerate(pools) if p.role != COLOCATED]
+    if not split:
+        if fleet.interconnect is not None:
+            raise ValueError(
+                "fleet.interconnect: only a fleet with prefill and decode pools moves KV "
+                "caches between replicas (fleet.pools.N.role); remove it"
+            )
+        return
+    if fleet.background is not None:
+        raise ValueError(
+            f"fleet.background: prefill and decode replicas are not lent to background work "
+            f"(fleet.pools.{split[0][0]} is a {split[0][1].role} pool); remove [fleet.background]"
+        )
+    for i, pool in split:
+        serving = [j for j, m in enumerate(models) if m == models[i]]
+        roles = {pools[j].role: j for j in serving}
+        if COLOCATED in roles:
+            raise ValueError(
+                f"fleet.pools.{roles[COLOCATED]}.role = 'colocated': model '{models[i]}' is "
+                f"also served by a {pool.role} pool (fleet.pools.{i}); a model is served by "
+                f"colocated pools only, or by prefill and decode pools only"
+            )
+        other = DECODE if pool.role == PREFILL else PREFILL
+        if other not in roles:
+            raise ValueError(
+                f"fleet.pools.{i}.role = '{pool.role}': no pool serves model '{models[i]}' "
+                f"with role = '{other}'; a model is served by colocated pools only, or by "
+                f"prefill and decode pools"
+            )
+        kind = (pool.batcher or batcher).kind
+        if kind != "continuous":
+            where = f"fleet.pools.{i}.batcher" if pool.batcher else "batcher"
+            raise ValueError(
+                f"{where}.kind = '{kind}': prefill and decode pools (fleet.pools.{i} "
+                f"is a {pool.role} pool) need kind = 'continuous'"
+            )
+        dtypes = {pools[j].kv_dtype or kv_dtype: j for j in serving}
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"fleet.pools.{i}.kv_dtype: the prefill and decode pools of model "
+                f"'{models[i]}' store the KV cache as {' and '.join(sorted(dtypes))}; a KV "
+                f"cache moves between them as it is, so give them one kv_dtype"
+            )
+        fixed = [k for k, default in _FIXED_DEFAULTS.items() if getattr(pool, k) != default]
+        if fixed:
+            raise ValueError(
+                f"fleet.pools.{i}.{fixed[0]}: a {pool.role} pool keeps its replicas for the "
+                f"whole run (no spares, cold starts, autoscaling, failures or reclaims); "
+                f"remove it, or serve model '{models[i]}' with colocated pools"
+            )

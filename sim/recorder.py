@@ -56,7 +56,11 @@ class Recorder:
     copying. `pools`: each replica's pool name, for the `pool` column of both tables when the
     fleet has more than one pool (None: no such column). With `longest_context` (padded decode
     attention) the steps table has one more column, ``decode_max_context``: the longest context
-    a decoding sequence attends in the interval's first iteration.
+    a decoding sequence attends in the interval's first iteration. With `disaggregated` (a
+    fleet with prefill and decode pools) the requests table has four more columns: the
+    ``prefill_replica`` and ``decode_replica`` of each request (-1: none), and when its KV-cache
+    transfer started and ended (``kv_transfer_start_s``, ``kv_transfer_end_s``); its `replica`
+    is then the last replica it reached.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Recorder:
         workload: Workload,
         pools: list[str] | None = None,
         longest_context: bool = False,
+        disaggregated: bool = False,
         retries: bool = False,
     ) -> None:
         n = len(workload)
@@ -80,6 +85,12 @@ class Recorder:
         self.num_rejected = 0
         self.rejection_ids = array("q")
         self.rejection_reasons: list[str] = []
+        self.disaggregated = disaggregated
+        if disaggregated:
+            self.prefill_replica = array("i", [-1]) * n
+            self.decode_replica = array("i", [-1]) * n
+            self.kv_transfer_start_s = array("d", [np.nan]) * n
+            self.kv_transfer_end_s = array("d", [np.nan]) * n
         self._steps = {
             "replica": array("i"),
             "start_s": array("d"),
@@ -175,6 +186,7 @@ class Recorder:
     def requests_table(self) -> pa.Table:
         """One row per request (the columns of requests.parquet)."""
         w = self.workload
+        replica = self._last_replica()
         return pa.table(
             {
                 "request_id": np.arange(len(w), dtype=np.int64),
@@ -182,10 +194,12 @@ class Recorder:
                 "arrival_s": w.arrival_s,
                 "prompt_tokens": w.prompt_tokens,
                 "output_tokens": w.output_tokens,
-                "replica": _view(self.replica),
-                **self._pool_column(_view(self.replica)),
+                "replica": replica,
+                **self._pool_column(replica),
+                **self._handoff_columns("prefill_replica", "decode_replica"),
                 "first_scheduled_s": _view(self.first_scheduled_s),
                 "first_token_s": _view(self.first_token_s),
+                **self._handoff_columns("kv_transfer_start_s", "kv_transfer_end_s"),
                 "finish_s": _view(self.finish_s),
                 "preemptions": _view(self.preemptions),
                 **({} if self.retries is None else {"retries": _view(self.retries)}),
@@ -193,6 +207,19 @@ class Recorder:
                 "status": _decoded(_view(self.status), STATUS_NAMES),
             }
         )
+
+    def _last_replica(self) -> np.ndarray:
+        """Each request's replica: in a disaggregated fleet its decode replica once it has one,
+        else its prefill replica (colocated models' requests keep the replica they were on)."""
+        replica = _view(self.replica)
+        if not self.disaggregated:
+            return replica
+        prefill, decode = _view(self.prefill_replica), _view(self.decode_replica)
+        return np.where(decode >= 0, decode, np.where(prefill >= 0, prefill, replica))
+
+    def _handoff_columns(self, *names: str) -> dict[str, np.ndarray]:
+        """The named columns of a disaggregated run (nothing otherwise)."""
+        return {name: _view(getattr(self, name)) for name in names} if self.disaggregated else {}
 
     def fleet_table(self, pool_names: list[str]) -> pa.Table:
         """One row per change of a replica's state (the columns of fleet.parquet)."""

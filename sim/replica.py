@@ -28,6 +28,7 @@ import numpy as np
 import simpy
 
 from sim.batching import Batcher, Step
+from sim.fleet_config import DECODE, PREFILL
 from sim.perf import StepTimeModel
 from sim.recorder import Recorder
 from sim.request import Request
@@ -76,10 +77,16 @@ class Replica:
             self.departed(req.rid)
             return
         self.batcher.enqueue(req)
+        if self._wake is not None or (self._interruptible and self.batcher.could_start_now(req)):
+            self.wake()
+
+    def wake(self) -> None:
+        """The batcher has new work: wake the process, or end its stretch of decode iterations
+        at the next iteration boundary."""
         if self._wake is not None:
             if not self._wake.triggered:
                 self._wake.succeed()
-        elif self._interruptible and self.batcher.could_start_now(req):
+        elif self._interruptible:
             self._interruptible = False
             self.process.interrupt()
 
@@ -198,7 +205,8 @@ class ReplicaView:
     index: the replica's fleet-wide number; pool: its pool's index; slots: most requests its
     batcher runs at once; outstanding: requests routed to it and not yet gone;
     prefill_s_per_token, decode_s_per_token: its pool's predicted seconds per prompt and output
-    token; usd_per_hour: the price of its GPUs for an hour (None without [economics]).
+    token, 0 for the phase a prefill or decode pool leaves to others; usd_per_hour: the price of
+    its GPUs for an hour (None without [economics]).
     """
 
     __slots__ = (
@@ -214,8 +222,8 @@ class ReplicaView:
     def __init__(self, replica: Replica, pool: PoolSpec) -> None:
         self.index, self.pool = replica.index, pool.index
         self.slots = replica.batcher.slots
-        self.prefill_s_per_token = pool.prefill_s_per_token
-        self.decode_s_per_token = pool.decode_s_per_token
+        self.prefill_s_per_token = 0.0 if pool.role == DECODE else pool.prefill_s_per_token
+        self.decode_s_per_token = 0.0 if pool.role == PREFILL else pool.decode_s_per_token
         self.usd_per_hour = pool.usd_per_replica_hour
         self._batcher = replica.batcher
 

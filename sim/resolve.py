@@ -5,7 +5,8 @@ for a run. Whatever a scenario can get wrong beyond its schema is found here, be
 simulated, as a :class:`~sim.errors.UserError` naming the scenario, the field and what is
 allowed: an unknown calibration or one that cannot be read, a calibration given together with
 hand-set efficiencies, trace files that are missing or malformed, weights that do not fit the
-GPUs, prompts that can never fit a replica's KV cache, a GPU price that cannot be resolved.
+GPUs, prompts that can never fit a replica's KV cache, a GPU price that cannot be resolved, an
+NVLink between prefill and decode pools whose GPUs have none.
 """
 
 from __future__ import annotations
@@ -14,9 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sim.calibration import Calibration, load_calibration, resolve_calibration
-from sim.catalog import Accelerator, ModelShape, builtin_accelerators, builtin_models
+from sim.catalog import (
+    Accelerator,
+    ModelShape,
+    builtin_accelerators,
+    builtin_links,
+    builtin_models,
+)
 from sim.errors import UserError
-from sim.fleet_config import PoolDynamics
+from sim.fleet_config import COLOCATED, InterconnectConfig, PoolDynamics
 from sim.memory import (
     kv_bytes_per_token,
     kv_capacity_blocks,
@@ -28,7 +35,7 @@ from sim.noise import StepNoise
 from sim.perf import HOST_PARAMS, PerfParams, Roofline, RooflineSetup, StepWork
 from sim.prices import GpuPrice, gpu_price, known_defaults
 from sim.replay import replay_durations_s
-from sim.runspec import PoolLifecycle, PoolSpec, RunSpec
+from sim.runspec import Interconnect, PoolLifecycle, PoolSpec, RunSpec
 from sim.scenario import (
     BatcherConfig,
     EmpiricalLength,
@@ -57,7 +64,12 @@ def resolve(scenario: Scenario) -> RunSpec:
         pools.append(_pool(scenario, source, len(pools), sum(p.replicas for p in pools)))
     _check_prompts_fit(scenario, pools, trace_files)
     return RunSpec(
-        scenario, tuple(pools), scenario.fleet.router, trace_files, tuple(scenario.class_models())
+        scenario,
+        tuple(pools),
+        scenario.fleet.router,
+        trace_files,
+        tuple(scenario.class_models()),
+        _interconnect(scenario, pools),
     )
 
 
@@ -83,6 +95,7 @@ class _PoolSource:
     gpu_usd_per_hour: float | None
     price_source: str | None
     dynamics: PoolDynamics
+    role: str = COLOCATED
 
     @property
     def model_field(self) -> str:
@@ -132,6 +145,7 @@ def _pool_sources(scenario: Scenario) -> list[_PoolSource]:
                 perf_field=f"{field}.perf" if p.perf is not None else "perf",
                 gpu_usd_per_hour=p.gpu_usd_per_hour,
                 price_source=p.price_source,
+                role=p.role,
                 dynamics=p,
             )
         )
@@ -177,6 +191,7 @@ def _pool(scenario: Scenario, src: _PoolSource, index: int, first_replica: int) 
         prefill_s_per_token=prefill_s,
         decode_s_per_token=decode_s,
         price=_price(scenario, src),
+        role=src.role,
         lifecycle=_lifecycle(scenario, src, weights),
     )
 
@@ -376,6 +391,44 @@ def _lifecycle(scenario: Scenario, src: _PoolSource, weight_bytes: float) -> Poo
         autoscale=dyn.autoscale,
         failures=dyn.failures,
         reclaim=dyn.reclaim,
+    )
+
+
+def _interconnect(scenario: Scenario, pools: list[PoolSpec]) -> Interconnect | None:
+    """The KV-cache link of a fleet with prefill and decode pools (None for other fleets): the
+    scenario's bandwidth and latency where given, else the defaults of its kind of link.
+
+    InfiniBand: the catalogue's port per GPU. NVLink: the scale-up link of the slowest GPU of
+    the prefill and decode pools, one direction (half its bidirectional ``link_bw_gb_s``), and
+    its ``link_latency_us``.
+    """
+    split = [p for p in pools if p.role != COLOCATED]
+    if not split:
+        return None
+    cfg = scenario.fleet.interconnect or InterconnectConfig()
+    if cfg.link == "nvlink":
+        slowest = min(split, key=lambda p: p.accelerator.link_bw_gb_s)
+        bandwidth = slowest.accelerator.link_bw_gb_s / 2
+        latency = slowest.accelerator.link_latency_us / 1e6
+        default = f"NVLink of {slowest.gpu}: link_bw_gb_s / 2 and link_latency_us, catalogue"
+        if bandwidth == 0 and cfg.bandwidth_gb_s is None:
+            raise UserError(
+                f"{scenario.name}: fleet.interconnect.link = 'nvlink': gpu '{slowest.gpu}' has "
+                f"no scale-up link (link_bw_gb_s = 0); give fleet.interconnect.bandwidth_gb_s"
+            )
+    else:
+        ib = builtin_links()["infiniband"]
+        bandwidth, latency = ib.bandwidth_gb_s, ib.latency_us / 1e6
+        default = f"{ib.name}: {ib.source}"
+    given = [f for f in ("bandwidth_gb_s", "latency_s") if getattr(cfg, f) is not None]
+    source = default if not given else f"scenario fleet.interconnect.{', '.join(given)}"
+    if len(given) == 1:
+        source += f"; otherwise {default}"
+    return Interconnect(
+        cfg.link,
+        bandwidth if cfg.bandwidth_gb_s is None else cfg.bandwidth_gb_s,
+        latency if cfg.latency_s is None else cfg.latency_s,
+        source,
     )
 
 

@@ -436,10 +436,11 @@ class CheapestFirst:
     """Fill the pool with the lowest cost per token first; spill when its replicas are full.
 
     A pool's cost per output token is its replicas' price per hour times the predicted seconds
-    per output token of a full batch. The cheapest pool whose least loaded replica has a free
-    slot (fewer outstanding requests than its batcher's slots) takes the request, on that
-    replica. When every replica is full, the replica with the fewest requests beyond its slots
-    takes it (ties to the cheaper pool). Pools of equal cost keep their order.
+    per output token of a full batch (prefill pools: per prompt token). The cheapest pool whose
+    least loaded replica has a free slot (fewer outstanding requests than its batcher's slots)
+    takes the request, on that replica. When every replica is full, the replica with the fewest
+    requests beyond its slots takes it (ties to the cheaper pool). Pools of equal cost keep
+    their order.
     """
 
     def __init__(
@@ -453,9 +454,11 @@ class CheapestFirst:
             self._price(view)
 
     def _price(self, view: ReplicaView) -> None:
-        """Rank the pools again by cost per output token, `view`'s pool included."""
+        """Rank the pools again by cost per output token (a prefill pool's replicas decode
+        nothing: per prompt token), `view`'s pool included."""
         assert view.usd_per_hour is not None  # the schema asks [economics] of this router
-        self._usd_per_token.setdefault(view.pool, view.usd_per_hour * view.decode_s_per_token)
+        seconds = view.decode_s_per_token or view.prefill_s_per_token
+        self._usd_per_token.setdefault(view.pool, view.usd_per_hour * seconds)
         self._order = sorted(self._usd_per_token, key=self._usd_per_token.__getitem__)
 
     def choose(self, req: Request) -> int:

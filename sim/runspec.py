@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from sim.catalog import Accelerator, ModelShape
 from sim.errors import UserError
-from sim.fleet_config import AutoscaleConfig, FailureConfig, ReclaimConfig
+from sim.fleet_config import COLOCATED, AutoscaleConfig, FailureConfig, ReclaimConfig
 from sim.noise import MarkovLognormal, StepNoise
 from sim.perf import PerfParams, RooflineSetup
 from sim.prices import GpuPrice
@@ -88,7 +88,8 @@ class PoolSpec:
     or a step log to replay (its absolute path). `prefill_s_per_token` and `decode_s_per_token`
     are the step-time model's predicted seconds per prompt and per output token of one replica
     (``sim.resolve`` says how), which routers use to weigh pools by speed. `price` is None when
-    the scenario has no ``[economics]``.
+    the scenario has no ``[economics]``. `role`: ``colocated``, ``prefill`` or ``decode``
+    (docs/disaggregation.md).
     """
 
     name: str
@@ -110,6 +111,7 @@ class PoolSpec:
     prefill_s_per_token: float
     decode_s_per_token: float
     price: GpuPrice | None
+    role: str = COLOCATED
     lifecycle: PoolLifecycle = PoolLifecycle()
 
     @property
@@ -172,7 +174,7 @@ def _perf_json(perf: RooflineSetup | ServiceTimeConfig | ReplayConfig) -> dict[s
     params = dataclasses.asdict(perf.params)
     return {
         "kind": perf.kind,
-        "params": {k: v if math.isfinite(v) else str(v) for k, v in params.items()},
+        "params": {k: _finite(v) for k, v in params.items()},
         "decode_attention": perf.decode_attention,
         "noise": None if perf.noise is None else dataclasses.asdict(perf.noise),
     }
@@ -199,13 +201,45 @@ def _markov(data: Mapping[str, Any]) -> MarkovLognormal:
 
 
 @dataclass(frozen=True)
+class Interconnect:
+    """The link that carries KV caches from prefill to decode replicas.
+
+    bandwidth_gb_s: per GPU and direction (GB/s; a replica's tp GPUs each send their shard of
+    the KV cache at once); latency_s: per transfer; link: ``infiniband`` or ``nvlink``; source:
+    where the two numbers come from.
+    """
+
+    link: str
+    bandwidth_gb_s: float
+    latency_s: float
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data (an infinite bandwidth as the text 'inf')."""
+        data = dataclasses.asdict(self)
+        data["bandwidth_gb_s"] = _finite(self.bandwidth_gb_s)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Interconnect:
+        """The inverse of :meth:`to_json`."""
+        return cls(**{**data, "bandwidth_gb_s": float(data["bandwidth_gb_s"])})
+
+
+def _finite(value: float) -> float | str:
+    """A float for JSON: non-finite ones as text ('inf', 'nan')."""
+    return value if math.isfinite(value) else str(value)
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Everything a run needs, resolved: the scenario, its pools, router and trace files.
 
     `scenario` keeps the workload, simulation and economics sections as the user wrote them;
     `trace_files` maps each trace named in the scenario (``builtin:NAME`` or a path) to its
     absolute file path; `class_models` is the model each request class needs, in the order of
-    the workload's classes.
+    the workload's classes; `interconnect` is the KV-cache link of a fleet with prefill and
+    decode pools (None without).
     """
 
     scenario: Scenario
@@ -213,6 +247,12 @@ class RunSpec:
     router: str
     trace_files: Mapping[str, str]
     class_models: tuple[str, ...]
+    interconnect: Interconnect | None = None
+
+    @property
+    def disaggregated(self) -> bool:
+        """Whether some model is served by prefill and decode pools."""
+        return self.interconnect is not None
 
     @property
     def name(self) -> str:
@@ -253,6 +293,7 @@ class RunSpec:
             "router": self.router,
             "trace_files": dict(self.trace_files),
             "class_models": list(self.class_models),
+            "interconnect": None if self.interconnect is None else self.interconnect.to_json(),
         }
 
     @classmethod
@@ -266,7 +307,12 @@ class RunSpec:
             data["router"],
             dict(data["trace_files"]),
             tuple(data["class_models"]),
+            _interconnect(data.get("interconnect")),  # absent in runs saved before it existed
         )
+
+
+def _interconnect(data: Mapping[str, Any] | None) -> Interconnect | None:
+    return None if data is None else Interconnect.from_json(data)
 
 
 def read_run_spec(path: str | Path) -> RunSpec:

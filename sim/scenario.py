@@ -27,7 +27,16 @@ from sim.catalog import (
     canonical_id,
 )
 from sim.errors import UserError
-from sim.fleet_config import DYNAMIC_KEYS, BackgroundConfig, PoolDynamics, check_pool_dynamics
+from sim.fleet_config import (
+    COLOCATED,
+    DYNAMIC_KEYS,
+    BackgroundConfig,
+    InterconnectConfig,
+    PoolDynamics,
+    PoolRole,
+    check_pool_dynamics,
+    check_roles,
+)
 from sim.overrides import apply_override, deep_copy
 from sim.schema_errors import format_errors
 from sim.section import Section
@@ -429,10 +438,13 @@ class PoolConfig(PoolDynamics):
     from ``[batcher]`` and `perf` from ``[perf]`` (a pool's own table replaces the whole
     section), the price from ``[economics]`` or the defaults table for the pool's GPU and
     pricing. Its fields over time (pricing, spares, cold start, autoscaling, failures, spot
-    reclaims) are those of :class:`~sim.fleet_config.PoolDynamics`.
+    reclaims) are those of :class:`~sim.fleet_config.PoolDynamics`. `role`: ``colocated``
+    replicas prefill and decode; a ``prefill`` pool's replicas prefill and hand each request's
+    KV cache to a ``decode`` pool's replica (docs/disaggregation.md).
     """
 
     name: str = Field(min_length=1)
+    role: PoolRole = COLOCATED
     gpu: str = Field(description="catalogue id (h100, ...) or an [accelerators.NAME] entry")
     tp: int = Field(default=1, ge=1, le=64)
     replicas: int = Field(default=1, ge=0, description="at the start (0 only with autoscale)")
@@ -449,8 +461,9 @@ class PoolConfig(PoolDynamics):
 
 class FleetConfig(PoolDynamics):
     """The replicas: one pool (`gpu`, `tp`, `replicas` and the fields of
-    :class:`~sim.fleet_config.PoolDynamics`) or several (`pools`), the router, and the
-    background work idle replicas take (`background`)."""
+    :class:`~sim.fleet_config.PoolDynamics`) or several (`pools`), the router, the background
+    work idle replicas take (`background`), and `interconnect` for fleets with prefill and
+    decode pools."""
 
     gpu: str | None = Field(
         default=None, description="catalogue id (h100, ...) or an [accelerators.NAME] entry"
@@ -460,6 +473,7 @@ class FleetConfig(PoolDynamics):
     router: RouterName = "least_outstanding"
     pools: list[PoolConfig] = Field(default_factory=list)
     background: BackgroundConfig | None = None
+    interconnect: InterconnectConfig | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -622,6 +636,8 @@ class Scenario(Section):
         self._check_class_models()
         self._check_pool_prices()
         self._check_dynamics()
+        kv_dtype = self.model.kv_dtype if self.model is not None else "bf16"
+        check_roles(self.fleet, [m for _, m in self._pool_fields("model")], self.batcher, kv_dtype)
         if self.fleet.router == "cheapest_first" and self.economics is None:
             raise ValueError(
                 "fleet.router = 'cheapest_first' ranks pools by price: add [economics]"

@@ -77,6 +77,7 @@ class ContinuousBatcher:
         self._chunks: list[tuple[Request, int]] = []  # prompt chunks of the scheduled iteration
         self.outstanding = 0  # requests inside: waiting, prefilling, decoding or swapped out
         self.slots = cfg.max_num_seqs
+        self.arriving = 0  # admitted requests whose KV cache is on its way here (a decode role)
 
     @classmethod
     def for_pool(
@@ -112,8 +113,11 @@ class ContinuousBatcher:
         self.outstanding += 1
 
     def could_start_now(self, req: Request) -> bool:
-        running = len(self.decodes) + len(self.prefilling)
-        return self.waiting.head() is req and running < self.cfg.max_num_seqs
+        return self.waiting.head() is req and self.running() < self.cfg.max_num_seqs
+
+    def running(self) -> int:
+        """Requests that hold a batch slot: decoding, prefilling, or with a KV cache arriving."""
+        return len(self.decodes) + len(self.prefilling) + self.arriving
 
     def wake_at(self) -> float | None:
         return None
@@ -226,7 +230,7 @@ class ContinuousBatcher:
             blocks = self.decodes.blocks_for(req.kv_tokens + chunk) - req.blocks
             budget, free = budget - chunk, free - blocks
             self._plan(req, chunk, blocks, work)
-        slots = self.cfg.max_num_seqs - len(self.decodes) - len(self.prefilling)
+        slots = self.cfg.max_num_seqs - self.running()
         while self.waiting and slots > 0 and budget > 0:
             req = self.waiting.head()
             cached = self._cached_tokens(req)
@@ -299,7 +303,11 @@ class ContinuousBatcher:
         if req.generated >= req.output_tokens:
             self._complete(req, end_s)
         else:
-            self.decodes.join(req)
+            self._to_decode(req)
+
+    def _to_decode(self, req: Request) -> None:
+        """A prefilled request with tokens to go: it decodes here (a prefill role hands it on)."""
+        self.decodes.join(req)
 
     def evict(self) -> list[Request]:
         inside = [*self.waiting, *self.prefilling, *self.decodes.members.values(), *self.swapped]

@@ -154,6 +154,12 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="--rate: also try fleets of both of the two --gpu types (docs/fleet.md)",
     )
+    p.add_argument(
+        "--disaggregate",
+        action="store_true",
+        help="--rate: the cheapest replica counts of the scenario's prefill and decode pools "
+        "per --gpu type, beside the colocated fleet (docs/disaggregation.md)",
+    )
     p.add_argument("--max-replicas", type=int, default=64, help="search limit (default 64)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3, min 2)")
     p.add_argument(
@@ -214,12 +220,20 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     }
     try:
         if args.max_rate:
-            if args.mix:
-                raise UserError("--mix plans fleets for a --rate; it does not apply to --max-rate")
+            for flag, given in (("--mix", args.mix), ("--disaggregate", args.disaggregate)):
+                if given:
+                    raise UserError(
+                        f"{flag} plans fleets for a --rate; it does not apply to --max-rate"
+                    )
             result = max_rate(args.scenario, tolerance=args.tolerance, **common)
         else:
             result = plan(
-                args.scenario, args.rate, max_replicas=args.max_replicas, mix=args.mix, **common
+                args.scenario,
+                args.rate,
+                max_replicas=args.max_replicas,
+                mix=args.mix,
+                disaggregate=args.disaggregate,
+                **common,
             )
     except KeyboardInterrupt:
         print(f"interrupted: finished runs are kept in {out}/points; rerun to continue")

@@ -362,17 +362,28 @@ def plan(
     scheduler: str | None = None,
     log: Log = _quiet,
     mix: bool = False,
+    disaggregate: bool = False,
 ) -> PlanResult:
     """For each GPU type and TP degree, the fewest replicas meeting every SLO at `rate` req/s;
-    with `mix`, also fleets of both of the two `gpus` (:mod:`sim.study.mix`).
+    with `mix`, also fleets of both of the two `gpus` (:mod:`sim.study.mix`); with
+    `disaggregate`, the cheapest counts of the scenario's prefill and decode pools beside the
+    colocated fleet (:mod:`sim.study.disaggregate`).
 
     prices: USD per GPU-hour by GPU id (the scenario's [economics] price is used for its GPU).
     """
     src, slo_list, overrides = _study(scenario, slos, seeds, overrides)
+    if mix and disaggregate:
+        raise UserError("--mix and --disaggregate plan different fleets; give one of them")
     if mix:
         from sim.study.mix import check_mix
 
         check_mix(None if gpus is None else list(gpus))
+    split_src = None
+    if disaggregate:
+        from sim.study.disaggregate import colocated_source, split_pools
+
+        pools = split_pools(src, overrides)
+        split_src, src = src, colocated_source(src, pools[0])
     if not rate > 0:
         raise UserError(f"--rate {rate}: must be > 0 requests per second")
     if max_replicas < 1:
@@ -389,8 +400,14 @@ def plan(
             log(f"{option.gpu} tp={option.tp}:")
             if unfit[option] is not None:
                 rows.append({"gpu": option.gpu, "tp": option.tp, "status": unfit[option]})
-                continue
-            rows.append(_plan_option(ev, option, rate_item, max_replicas))
+            else:
+                rows.append(_plan_option(ev, option, rate_item, max_replicas))
+            if split_src is not None:
+                from sim.study.disaggregate import disaggregated_rows
+
+                split = Evaluator(split_src, overrides, slo_list, seeds, out, ex, log)
+                rows += disaggregated_rows(split, option, pools, rate_item, rows[-1], max_replicas)
+                ev.rows += split.rows
         if mix:
             rows += _mix_rows(ev, list(zip(options, rows, strict=True)), rate_item)
     table = pd.DataFrame(rows)
@@ -400,6 +417,10 @@ def plan(
     table = table.sort_values("usd_per_hour", na_position="last", kind="stable")
     if mix:
         table["mix"] = table["mix"].fillna("")  # the options of one GPU type
+    if disaggregate:
+        table["fleet"] = table["fleet"].fillna("colocated")
+        first = ["gpu", "tp", "fleet", "prefill", "decode"]
+        table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     return _finish(table.reset_index(drop=True), ev, out)
 
 
@@ -460,7 +481,7 @@ def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: in
         return verdicts[n].feasible
 
     try:
-        guess = _replicas_guess(ev, items)
+        guess = _replicas_guess(ev, (*items, "fleet.replicas=1"))
         n = fewest_replicas(feasible, guess, max_replicas)
     except RunFailed as exc:
         return {**base, "status": f"error: {exc}"}
@@ -481,9 +502,9 @@ def _plan_option(ev: Evaluator, option: Option, rate_item: str, max_replicas: in
     }
 
 
-def _replicas_guess(ev: Evaluator, items: tuple[str, ...]) -> int:
-    """ceil(rate / throughput of one saturated replica), from one seed of one replica."""
-    probe = (*items, "fleet.replicas=1")
+def _replicas_guess(ev: Evaluator, probe: tuple[str, ...]) -> int:
+    """ceil(rate / throughput of one saturated replica), from one seed of the point `probe`
+    (whose items set the replicas searched for to one)."""
     if scenario_from_dict(ev.src.data, ev.src.source, list(ev.overrides)).sim.duration_s:
         probe += ("sim.drain=false",)  # a saturated replica need not clear its backlog
     row = ev.results(probe, seeds=1)
