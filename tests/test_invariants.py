@@ -20,7 +20,9 @@ def _broken(data: RunData) -> dict[str, int]:
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
 def test_every_shipped_scenario_satisfies_every_invariant(path):
-    data = RunData.from_result(run(load_scenario(path, ["sim.num_requests=1500"])))
+    # 1,500 requests, measured from the start: a warm-up longer than their arrivals would warn
+    shortened = ["sim.num_requests=1500", "sim.warmup_s=0"]
+    data = RunData.from_result(run(load_scenario(path, shortened)))
     assert _broken(data) == {}
 
 
