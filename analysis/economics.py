@@ -23,8 +23,10 @@ from analysis.metrics import TRACE_CLASS, distribution, slo_missed
 from analysis.rundata import RunData
 from analysis.utilization import nonidle_s_per_replica
 from analysis.window import Window, completed_in, measurement_window
+from sim.economics_config import EconomicsConfig
 from sim.runspec import PoolSpec
-from sim.scenario import EconomicsConfig, RequestClass, Scenario
+from sim.scenario import Scenario
+from sim.workload_config import RequestClass
 
 SECONDS_PER_HOUR = 3600.0
 JOULES_PER_KWH = 3.6e6

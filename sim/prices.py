@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sim.scenario import EconomicsConfig
+from sim.economics_config import EconomicsConfig
 
 HOURS_PER_YEAR = 8760.0  # 365-day years, for amortising owned GPUs
 

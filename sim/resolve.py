@@ -38,7 +38,6 @@ from sim.replay import replay_durations_s
 from sim.runspec import Interconnect, PoolLifecycle, PoolSpec, RunSpec
 from sim.scenario import (
     BatcherConfig,
-    EmpiricalLength,
     ReplayConfig,
     RooflineConfig,
     Scenario,
@@ -46,6 +45,7 @@ from sim.scenario import (
 )
 from sim.traces import read_trace, resolve_trace
 from sim.workload import TRACE_ARRIVAL, length_bounds, read_rate_curve
+from sim.workload_config import EmpiricalLength
 
 HAND_SET_PERF = ("compute_efficiency", "memory_efficiency", "overhead_s", *HOST_PARAMS)
 # The reference request of a pool's token costs: the mean prompt and output of the Azure LLM

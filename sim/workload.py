@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import UserError
-from sim.scenario import (
+from sim.scenario import Scenario, SimConfig
+from sim.traces import Trace, read_trace
+from sim.workload_config import (
     EmpiricalLength,
     FixedLength,
     LengthDist,
     LognormalLength,
-    Scenario,
-    SimConfig,
     UniformLength,
     WorkloadConfig,
 )
-from sim.traces import Trace, read_trace
 
 
 @dataclass(frozen=True)

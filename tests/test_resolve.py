@@ -12,8 +12,9 @@ from sim.errors import UserError
 from sim.perf import STEP_TIME_MODELS
 from sim.resolve import resolve
 from sim.router import ROUTERS
-from sim.scenario import BatcherConfig, FleetConfig, PerfConfig, WorkloadConfig
+from sim.scenario import BatcherConfig, FleetConfig, PerfConfig
 from sim.workload import ARRIVAL_PROCESSES, TRACE_ARRIVAL
+from sim.workload_config import WorkloadConfig
 from tests.conftest import BASE, scenario
 
 
