@@ -277,7 +277,30 @@ class _WorkCounter:
         self.work[index] = self.work[index] - seconds if self.requests[index] else 0.0
 
 
-class LeastWork:
+class _WorkRouter:
+    """A router that counts each replica's outstanding predicted seconds (:class:`_WorkCounter`)
+    over the replicas it may route to (:class:`Routable`)."""
+
+    by_pool = False  # whether the routable positions are grouped by pool
+
+    def __init__(
+        self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
+    ) -> None:
+        self._work = _WorkCounter(replicas)
+        self._routable = Routable(replicas, by_pool=self.by_pool)
+
+    def left(self, index: int, rid: int) -> None:
+        self._work.left(index, rid)
+
+    def add(self, replica: ReplicaView) -> None:
+        self._work.grow(replica)
+        self._routable.add(replica)
+
+    def set_routable(self, index: int, routable: bool) -> None:
+        self._routable.set(index, routable)
+
+
+class LeastWork(_WorkRouter):
     """Speed-weighted least work left: the replica with the least outstanding work.
 
     Each replica's outstanding work is counted in predicted seconds of its own pool, so an
@@ -288,11 +311,7 @@ class LeastWork:
     fewer requests, not more.)
     """
 
-    def __init__(
-        self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
-    ) -> None:
-        self._work = _WorkCounter(replicas)
-        self._routable = Routable(replicas, by_pool=True)
+    by_pool = True
 
     def choose(self, req: Request) -> int:
         work, cost = self._work.work, self._work.cost
@@ -307,18 +326,8 @@ class LeastWork:
                 best, best_key = index, key
         return self._work.add(req, best, best_key[1])
 
-    def left(self, index: int, rid: int) -> None:
-        self._work.left(index, rid)
 
-    def add(self, replica: ReplicaView) -> None:
-        self._work.grow(replica)
-        self._routable.add(replica)
-
-    def set_routable(self, index: int, routable: bool) -> None:
-        self._routable.set(index, routable)
-
-
-class PowerOfTwo:
+class PowerOfTwo(_WorkRouter):
     """Two replicas drawn at random (the ``router`` stream), the one with less work wins.
 
     Work as in :class:`LeastWork`: outstanding predicted seconds; ties go to the replica where
@@ -329,8 +338,7 @@ class PowerOfTwo:
     def __init__(
         self, replicas: Sequence[ReplicaView], rng: np.random.Generator, prefix_block_tokens: int
     ) -> None:
-        self._work = _WorkCounter(replicas)
-        self._routable = Routable(replicas)
+        super().__init__(replicas, rng, prefix_block_tokens)
         self._rng = rng
         self._pairs: list[tuple[int, int]] = []
 
@@ -357,16 +365,9 @@ class PowerOfTwo:
             return work.add(req, b, seconds_b)
         return work.add(req, a, seconds_a)
 
-    def left(self, index: int, rid: int) -> None:
-        self._work.left(index, rid)
-
-    def add(self, replica: ReplicaView) -> None:
-        self._work.grow(replica)
-        self._routable.add(replica)
-
     def set_routable(self, index: int, routable: bool) -> None:
         """Pairs drawn over the old routable set are dropped: they index it."""
-        self._routable.set(index, routable)
+        super().set_routable(index, routable)
         self._pairs = []
 
 
