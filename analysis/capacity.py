@@ -35,12 +35,17 @@ def replica_capacity(data: RunData, window: Window, pool: PoolSpec) -> Capacity 
 
 def pool_capacities(data: RunData, window: Window) -> dict[str, float]:
     """One replica's capacity (requests/s) of each pool, by pool name (NaN: unknown; always for
-    a prefill or decode pool, whose replicas complete no request alone)."""
-    out = {}
-    for pool in data.spec.pools:
-        if pool.role != COLOCATED:
-            out[pool.name] = math.nan
-            continue
-        capacity = replica_capacity(data, window, pool)
-        out[pool.name] = math.nan if capacity is None else capacity.requests_per_s
-    return out
+    a prefill or decode pool, whose replicas complete no request alone). Computed once per run
+    and window: `data.capacities` keeps it."""
+    if window not in data.capacities:
+        data.capacities[window] = {
+            pool.name: _requests_per_s(data, window, pool) for pool in data.spec.pools
+        }
+    return dict(data.capacities[window])
+
+
+def _requests_per_s(data: RunData, window: Window, pool: PoolSpec) -> float:
+    if pool.role != COLOCATED:
+        return math.nan
+    capacity = replica_capacity(data, window, pool)
+    return math.nan if capacity is None else capacity.requests_per_s

@@ -61,6 +61,11 @@ class RunData:
     run: dict
     rejections: pd.DataFrame = field(default_factory=no_rejections)
     fleet: pd.DataFrame | None = None
+    # one replica's capacity of each pool, by measurement window: analysis.capacity computes
+    # it once per window (it samples a thousand batches per pool) for the summary and curves
+    capacities: dict[object, dict[str, float]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.fleet is None:

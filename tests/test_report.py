@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import io
+import shutil
+from contextlib import redirect_stdout
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -32,6 +35,22 @@ def load_sweep(tmp_path_factory) -> list[Path]:
     return [save_run(root / f"load-{r}", f"workload.rate={r}") for r in (4, 8, 16)]
 
 
+@pytest.fixture(scope="module")
+def sweep_report(load_sweep, tmp_path_factory) -> tuple[Path, str]:
+    """`sim report` of the load sweep with a 30% target margin, with simulation forbidden:
+    the report folder and what the command printed."""
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("report must not simulate")
+
+    out = tmp_path_factory.mktemp("report") / "report"
+    argv = ["report", *map(str, load_sweep), "--out", str(out), "--target-margin", "0.3"]
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(io.StringIO()) as printed:
+        patch.setattr(engine, "run", no_simulation)
+        assert main(argv) == 0
+    return out, printed.getvalue()
+
+
 class ImageCounter(HTMLParser):
     """Counts <img> tags whose source is an embedded PNG, and figure ids."""
 
@@ -48,15 +67,8 @@ class ImageCounter(HTMLParser):
             self.figure_ids.append(a.get("id") or "")
 
 
-def test_report_on_saved_runs_embeds_every_figure_without_simulating(
-    load_sweep, tmp_path, monkeypatch, capsys
-):
-    def no_simulation(*args, **kwargs):
-        raise AssertionError("report must not simulate")
-
-    monkeypatch.setattr(engine, "run", no_simulation)
-    out = tmp_path / "report"
-    assert main(["report", *map(str, load_sweep), "--out", str(out)]) == 0
+def test_report_on_saved_runs_embeds_every_figure_without_simulating(sweep_report):
+    out, printed = sweep_report
     expected = [
         "margin_vs_load",
         "margin_vs_utilization",
@@ -77,7 +89,6 @@ def test_report_on_saved_runs_embeds_every_figure_without_simulating(
         for suffix in (".png", ".svg", ".csv"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 0
         assert f"](figures/{name}.png)" in markdown
-    printed = capsys.readouterr().out
     assert "not drawn: cost_vs_batch_limit" in printed
     assert "cost_vs_batch_limit" in markdown
 
@@ -170,12 +181,12 @@ def test_bf16_and_fp8_runs_form_two_series_even_when_only_the_batch_limit_was_sw
     }
 
 
-def test_two_runs_whose_paths_differ_only_after_a_dot_get_two_timelines(tmp_path):
+def test_two_runs_whose_paths_differ_only_after_a_dot_get_two_timelines(load_sweep, tmp_path):
     from analysis.report import build_report
 
-    dirs = [
-        save_run(tmp_path / f"workload.rate={r}" / "seed-0", f"workload.rate={r}") for r in (4, 8)
-    ]
+    dirs = [tmp_path / f"workload.rate={r}" / "seed-0" for r in (4, 8)]
+    for run_dir in dirs:  # copies of one run: only their paths matter here
+        shutil.copytree(load_sweep[0], run_dir)
     report = build_report(dirs, tmp_path / "report")
     timelines = [f for f in report.figures if f.name.startswith("utilization_timeline")]
     assert [f.name for f in timelines] == [
@@ -204,14 +215,14 @@ def test_margin_and_cost_per_million_tokens_against_capacity_utilization_mark_th
     assert png.stat().st_size > 0
 
 
-def test_report_keeps_the_target_margin_in_each_runs_price_cut_headroom(load_sweep, tmp_path):
-    from analysis.report import build_report
-
-    build_report(load_sweep[:1], tmp_path / "report", target_margin=0.3)
-    row = pd.read_csv(tmp_path / "report" / "runs.csv").iloc[0]
-    assert row["price_cut_headroom"] == pytest.approx(
-        1.0 - row["break_even_price_multiplier"] / 0.7
-    )
+def test_report_keeps_the_target_margin_in_each_runs_price_cut_headroom(sweep_report):
+    out, _ = sweep_report
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 3
+    for _, row in runs.iterrows():
+        assert row["price_cut_headroom"] == pytest.approx(
+            1.0 - row["break_even_price_multiplier"] / 0.7
+        )
 
 
 @pytest.mark.parametrize("command", ["run", "report"])
