@@ -180,10 +180,13 @@ class Contexts:
         if total:
             who = rng.choice(len(steps), self.SAMPLES, p=steps / total)
             self.sample = p[who] + rng.integers(1, steps[who] + 1)
+        self._longest: dict[int, int] = {0: 0}  # by batch size: asked for once per sampled batch
 
     def longest(self, seqs: int) -> int:
         """The expected longest context of `seqs` decoding sequences (0 for none)."""
-        return round(float(np.quantile(self.sample, seqs / (seqs + 1)))) if seqs else 0
+        if seqs not in self._longest:
+            self._longest[seqs] = round(float(np.quantile(self.sample, seqs / (seqs + 1))))
+        return self._longest[seqs]
 
     def decode(self, work: StepWork, seqs: int) -> None:
         """Put `seqs` decoding sequences into `work`."""
@@ -332,8 +335,9 @@ def _stratified(order: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 def _prefill_work(mix: WorkloadMix, requests: np.ndarray) -> StepWork:
     """The prefill work of the whole prompts of `requests` (indices into the mix)."""
     work = StepWork()
-    for i in requests.tolist():
-        work.add_prefill(int(mix.uncached_tokens[i]), int(mix.cached_prompt_tokens[i]), True)
+    uncached, cached = mix.uncached_tokens[requests], mix.cached_prompt_tokens[requests]
+    for computed, reused in zip(uncached.tolist(), cached.tolist(), strict=True):
+        work.add_prefill(computed, reused, True)
     return work
 
 
