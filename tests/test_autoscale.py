@@ -48,6 +48,19 @@ def _data(*overrides: str) -> RunData:
     return data
 
 
+@pytest.fixture(scope="module")
+def autoscaled() -> dict[str, RunData]:
+    """The diurnal day of each autoscaler, run once (several tests read the same run)."""
+    return {
+        name: _data("fleet.replicas=1", scaler)
+        for name, scaler in (
+            ("slo", SLO_SCALER),
+            ("queue", QUEUE_SCALER),
+            ("utilization", UTILIZATION_SCALER),
+        )
+    }
+
+
 def _rate(t: np.ndarray) -> np.ndarray:
     return RATE * (1 + 0.8 * np.sin(2 * np.pi * t / PERIOD_S))
 
@@ -66,11 +79,9 @@ def peak_fleet() -> RunData:
     return _data("fleet.replicas=5")
 
 
-@pytest.mark.parametrize(
-    "scaler", [SLO_SCALER, QUEUE_SCALER, UTILIZATION_SCALER], ids=["slo", "queue", "utilization"]
-)
-def test_autoscaling_follows_a_diurnal_load_with_its_cold_start(scaler, peak_fleet):
-    data = _data("fleet.replicas=1", scaler)
+@pytest.mark.parametrize("signal", ["slo", "queue", "utilization"])
+def test_autoscaling_follows_a_diurnal_load_with_its_cold_start(signal, autoscaled, peak_fleet):
+    data = autoscaled[signal]
     fleet = data.fleet
     # cold start visible: each scale-up provisions, then loads, then serves, after exactly
     # the pool's provisioning and loading times (unless a scale-in cancels it before)
@@ -99,6 +110,7 @@ def test_autoscaling_follows_a_diurnal_load_with_its_cold_start(scaler, peak_fle
 
 def test_a_schedule_sets_the_replicas_by_time_of_day():
     data = _data(
+        "sim.duration_s=600",  # the schedule's last change is at 450 s
         "fleet.replicas=1",
         "fleet.autoscale={signal='schedule', schedule=[[0, 1], [150, 3], [450, 1]], period_s=10}",
     )
@@ -109,10 +121,11 @@ def test_a_schedule_sets_the_replicas_by_time_of_day():
 
 
 def test_the_autoscaler_evaluates_once_per_period_not_per_request():
-    quiet = run(scenario(*DIURNAL, "fleet.replicas=4"))
+    ten_minutes = (*DIURNAL, "sim.duration_s=600")  # 120 periods; the count needs no full day
+    quiet = run(scenario(*ten_minutes, "fleet.replicas=4"))
     scaled = run(
         scenario(
-            *DIURNAL,
+            *ten_minutes,
             "fleet.replicas=4",
             "fleet.autoscale={signal='schedule', schedule=[[0, 4]], period_s=5}",
         )
@@ -124,8 +137,8 @@ def test_the_autoscaler_evaluates_once_per_period_not_per_request():
     assert evaluations <= scaled.events - quiet.events <= evaluations + 1
 
 
-def test_scale_in_drains_serving_replicas_without_losing_a_request():
-    data = _data("fleet.replicas=1", QUEUE_SCALER)
+def test_scale_in_drains_serving_replicas_without_losing_a_request(autoscaled):
+    data = autoscaled["queue"]
     fleet = data.fleet
     drained = fleet[(fleet["to"] == "draining") & (fleet["cause"] == "scale_down")]
     assert len(drained) >= 1
@@ -135,11 +148,11 @@ def test_scale_in_drains_serving_replicas_without_losing_a_request():
     assert summary["serving_replicas_max"] > summary["serving_replicas_mean"]
 
 
-def test_utilization_scaling_sizes_the_fleet_to_the_load_over_its_capacity(peak_fleet):
+def test_utilization_scaling_sizes_the_fleet_to_the_load_over_its_capacity(autoscaled, peak_fleet):
     """The utilization signal knows the capacity of a replica, so it tracks the load closely:
     the serving replicas follow the arrival rate / (capacity x target) and use far fewer
     GPU-hours than the fleet sized for the peak."""
-    data = _data("fleet.replicas=1", UTILIZATION_SCALER)
+    data = autoscaled["utilization"]
     times = np.arange(0.0, PERIOD_S, 15.0)
     assert np.corrcoef(_serving_at(data, times), _rate(times))[0, 1] > 0.85
     assert economics(data)["gpu_hours"] < 0.75 * economics(peak_fleet)["gpu_hours"]

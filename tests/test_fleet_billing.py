@@ -39,13 +39,19 @@ def test_an_idle_replica_provisioned_for_ten_minutes_costs_ten_minutes():
     assert extra_cost == pytest.approx(PRICE * 600.0 / 3600.0)
 
 
-def test_a_scaled_in_replica_is_billed_until_it_has_drained():
-    data = _data(
+@pytest.fixture(scope="module")
+def scaled_in() -> RunData:
+    """Two replicas for ten minutes, one of them scaled in at 300 s (read by two tests)."""
+    return _data(
         "fleet.replicas=2",
         "fleet.autoscale={signal='schedule', schedule=[[0, 2], [300, 1]], period_s=10}",
         INSTANT,
         *TEN_MINUTES,
     )
+
+
+def test_a_scaled_in_replica_is_billed_until_it_has_drained(scaled_in):
+    data = scaled_in
     fleet = data.fleet
     gone = fleet.loc[fleet["to"] == "gone", ["replica", "time_s"]]
     assert len(gone) == 1
@@ -119,15 +125,10 @@ def test_background_work_is_valued_and_raises_the_margin(lent):
     assert bg["margin_with_background"] > summary["economics"]["margin"]
 
 
-def test_the_fleet_over_time_adds_up_to_the_runs_totals():
+def test_the_fleet_over_time_adds_up_to_the_runs_totals(scaled_in):
     """Per window: offered load, replicas by state, revenue and cost; summed over the windows
     they give the run's arrivals, provisioned replica-seconds and whole-run money."""
-    data = _data(
-        "fleet.replicas=2",
-        "fleet.autoscale={signal='schedule', schedule=[[0, 2], [300, 1]], period_s=10}",
-        INSTANT,
-        *TEN_MINUTES,
-    )
+    data = scaled_in
     summary = summarize(data)
     frame = curves.fleet_over_time(curves.Run("run", Path("."), data, summary), window_s=60.0)
     width = (frame["window_end_s"] - frame["window_start_s"]).to_numpy()

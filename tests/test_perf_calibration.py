@@ -216,8 +216,9 @@ def test_bad_command_line_values_exit_2_with_a_message(tmp_path, capsys):
     fix = ["--fix", "memory_efficiency=2"]
     assert main(["perf", "fit", str(PROFILE), "--gpu", "h200", *fix, "--out", "x.toml"]) == 2
     assert "must lie in" in capsys.readouterr().err
-    args = ["perf", "validate", str(PROFILE), "--gpu", "h200", "--holdout", "phase == 'x'"]
-    assert main(args) == 2
+    # 2 folds: the command cross-validates before it reads --holdout (leave-one-out: 53 fits)
+    args = ["perf", "validate", str(PROFILE), "--gpu", "h200", "--folds", "2"]
+    assert main([*args, "--holdout", "phase == 'x'"]) == 2
     assert "selects 0 of 53 rows" in capsys.readouterr().err
 
 

@@ -138,37 +138,43 @@ def test_mean_ci_of_one_value_has_no_interval_and_ignores_undefined_values():
 # ----------------------------------------------------------------------------- resuming
 
 
-def test_rerun_does_no_new_run_and_deleting_one_run_redoes_exactly_it(tmp_path):
+def copy_of(swept: Path, tmp_path: Path) -> Path:
+    """A copy of the module's finished sweep, for a test that changes its folder."""
     out = tmp_path / "s"
-    first = sweep(SMALL, GRID, seeds=2, out=out, workers=1)
+    shutil.copytree(swept, out)
+    return out
+
+
+def test_rerun_does_no_new_run_and_deleting_one_run_redoes_exactly_it(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
     mtimes = {d: d.stat().st_mtime_ns for d in run_dirs(out)}
     again = sweep(SMALL, GRID, seeds=2, out=out, workers=1)
     assert not again.runs["new"].any()
     assert {d: d.stat().st_mtime_ns for d in run_dirs(out)} == mtimes
+    pd.testing.assert_frame_equal(again.results, pd.read_parquet(swept / "results.parquet"))
     shutil.rmtree(out / "points" / "workload.rate=8" / "seed-1")
     redone = sweep(SMALL, GRID, seeds=2, out=out, workers=1)
     assert list(redone.runs.loc[redone.runs["new"], "run_dir"]) == [
         str(out / "points" / "workload.rate=8" / "seed-1")
     ]
-    pd.testing.assert_frame_equal(redone.results, first.results)
+    pd.testing.assert_frame_equal(redone.results, again.results)
 
 
-def test_half_written_run_from_an_interruption_is_removed_and_redone(tmp_path):
-    out = tmp_path / "s"
-    sweep(SMALL, ["workload.rate=4"], out=out, workers=1)
+def test_half_written_run_from_an_interruption_is_removed_and_redone(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
+    shutil.rmtree(out / "points" / "workload.rate=4" / "seed-1")  # interrupted while writing
     leftover = out / "points" / "workload.rate=4" / ".seed-1.tmp-0123456789ab"
     leftover.mkdir()
     (leftover / "requests.parquet").write_bytes(b"partial")
-    result = sweep(SMALL, ["workload.rate=4"], seeds=2, out=out, workers=1)
+    result = sweep(SMALL, GRID, seeds=2, out=out, workers=1)
     assert not leftover.exists()
-    assert list(result.runs["new"]) == [False, True]
+    assert list(result.runs["new"]) == [False, True, False, False]
 
 
-def test_runs_of_another_scenario_in_the_folder_are_an_error_not_reused(tmp_path):
-    out = tmp_path / "s"
-    sweep(SMALL, ["workload.rate=4"], out=out, workers=1)
+def test_runs_of_another_scenario_in_the_folder_are_an_error_not_reused(swept, tmp_path):
+    out = copy_of(swept, tmp_path)
     with pytest.raises(UserError, match="another scenario or seed"):
-        sweep(SMALL, ["workload.rate=4"], out=out, workers=1, overrides=["fleet.replicas=3"])
+        sweep(SMALL, GRID, seeds=2, out=out, workers=1, overrides=["fleet.replicas=3"])
 
 
 def test_a_point_that_cannot_be_deployed_is_recorded_and_the_sweep_goes_on(tmp_path):
@@ -229,7 +235,7 @@ rate = 4.0
 [[workload.classes]]
 name = "chat"
 prompt_tokens = { dist = "fixed", value = 200 }
-output_tokens = { dist = "fixed", value = 20 }
+output_tokens = { dist = "fixed", value = 100 }
 [model]
 name = "llama-3-8b"
 [fleet]

@@ -206,7 +206,7 @@ def test_fcfs_waits_equal_the_queueing_recursion_on_the_same_inputs(servers, dis
         case = single_server("M/M/1", 0.8, {"distribution": distribution}, 1.0)
     else:
         case = central_queue(servers, 0.8)
-    scenario = scenario_from_dict({**case.scenario, "sim": {"seed": 4, "num_requests": 20_000}})
+    scenario = scenario_from_dict({**case.scenario, "sim": {"seed": 4, "num_requests": 5_000}})
     req = RunData.from_result(run(scenario)).requests.sort_values("arrival_s", kind="stable")
     arrival = req["arrival_s"].to_numpy()
     service = (req["finish_s"] - req["first_scheduled_s"]).to_numpy()
