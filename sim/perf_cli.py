@@ -230,6 +230,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.folds is not None and args.folds < 2:
         raise UserError(f"--folds {args.folds}: must be at least 2")
     profile = read_profile(args.profile, args.gpu, args.tp)
+    holdouts = {expr: _held_out_rows(profile, expr) for expr in args.holdout}  # before any fit
     print(f"{args.profile}: {len(profile)} rows; absolute percentage error of ms_median")
     default = predict_ms(profile, PerfParams())
     print(
@@ -247,15 +248,20 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     how = "leave-one-out" if args.folds is None else f"{args.folds}-fold"
     cv = cross_validated_ms(profile, args.folds, start=full, fixed=fixed)
     print(format_table(f"cross-validated ({how})", error_table(profile, cv)))
-    for expr in args.holdout:
-        test = _rows_where(profile, expr)
-        if test.all() or not test.any():
-            raise UserError(f"--holdout {expr!r}: selects {int(test.sum())} of {len(test)} rows")
+    for expr, test in holdouts.items():
         params = fit(profile[~test], start=full, fixed=fixed)
         held = profile[test]
         table = error_table(held, predict_ms(held, params))
         print(format_table(f"fit where not ({expr}), tested where it holds", table))
     return 0
+
+
+def _held_out_rows(profile: pd.DataFrame, expr: str) -> np.ndarray:
+    """The rows `expr` holds out: some, not all (UserError otherwise)."""
+    test = _rows_where(profile, expr)
+    if test.all() or not test.any():
+        raise UserError(f"--holdout {expr!r}: selects {int(test.sum())} of {len(test)} rows")
+    return test
 
 
 def _rows_where(profile: pd.DataFrame, expr: str) -> np.ndarray:

@@ -210,16 +210,17 @@ def test_bad_profiles_are_user_errors_naming_the_column(tmp_path, edit, message)
         read_profile(path, "h200")
 
 
-def test_bad_command_line_values_exit_2_with_a_message(tmp_path, capsys):
+def test_bad_command_line_values_exit_2_with_a_message_before_any_fit(tmp_path, capsys):
     assert main(["perf", "fit", str(PROFILE), "--out", str(tmp_path / "c.toml")]) == 2
     assert "give --gpu" in capsys.readouterr().err
     fix = ["--fix", "memory_efficiency=2"]
     assert main(["perf", "fit", str(PROFILE), "--gpu", "h200", *fix, "--out", "x.toml"]) == 2
     assert "must lie in" in capsys.readouterr().err
-    # 2 folds: the command cross-validates before it reads --holdout (leave-one-out: 53 fits)
-    args = ["perf", "validate", str(PROFILE), "--gpu", "h200", "--folds", "2"]
+    args = ["perf", "validate", str(PROFILE), "--gpu", "h200"]
     assert main([*args, "--holdout", "phase == 'x'"]) == 2
-    assert "selects 0 of 53 rows" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "selects 0 of 53 rows" in printed.err
+    assert printed.out == ""  # refused before any fit or cross-validation
 
 
 # ----------------------------------------------------------------------------- scenarios
