@@ -75,9 +75,11 @@ def test_plan_finds_the_fewest_replicas_that_arithmetic_requires(tmp_path, servi
 
 
 def test_plan_ranks_options_by_cost_per_hour(tmp_path):
+    """At 2 req/s one replica of each type meets the SLO (0.5 busy): each option's cost is the
+    price of one GPU."""
     result = plan(
-        fleet(0.25, 10.0),
-        rate=10.0,
+        fleet(0.25, 2.0),
+        rate=2.0,
         slos=["ttft_p99=0.3"],
         gpus=["h100", "h200", "b200"],
         prices={"h200": 3.0},
@@ -93,13 +95,15 @@ def test_plan_ranks_options_by_cost_per_hour(tmp_path):
         4.0,
         GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour,
     ]
+    assert list(options["replicas"]) == [1, 1, 1]
     assert options["usd_per_hour"].tolist() == pytest.approx(
-        [3 * 3.0, 3 * 4.0, 3 * GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour]
+        [3.0, 4.0, GPU_PRICE_DEFAULTS["b200", "on_demand"].usd_per_gpu_hour]
     )
 
 
-@pytest.mark.parametrize("service_s, replicas", [(0.25, 2), (0.2, 3)])
-def test_max_rate_is_within_five_percent_below_the_fleet_capacity(tmp_path, service_s, replicas):
+def test_max_rate_is_within_five_percent_below_the_fleet_capacity(tmp_path):
+    """3 replicas of 0.2 s serve 15 req/s; the search starts at 22.5 req/s."""
+    service_s, replicas = 0.2, 3
     capacity = replicas / service_s
     result = max_rate(
         fleet(service_s, rate=1.5 * capacity, replicas=replicas),
@@ -180,8 +184,8 @@ def test_bad_slo_is_a_user_error(text, message):
 
 def test_an_option_whose_runs_raise_is_reported_and_the_others_still_planned(tmp_path):
     result = plan(
-        fleet(0.25, 10.0),
-        rate=10.0,
+        fleet(0.25, 2.0),
+        rate=2.0,
         slos=["ttft_p99=0.3"],
         tps=[1, 2],
         overrides=["batcher.gpu_memory_utilization=0.15"],  # 12 GB of an H100: no 8B at tp=1
@@ -271,34 +275,34 @@ def test_plan_help_shows_percent_signs_and_the_defaults_of_gpu_and_tp(capsys):
     assert "(default: the scenario's fleet.tp)" in text
 
 
-def test_gpu_names_of_plan_options_and_prices_are_case_insensitive(tmp_path):
-    result = plan(
+@pytest.fixture(scope="module")
+def h100_and_h200_plan(tmp_path_factory):
+    """D/D/c at 10 req/s and 0.25 s per request on h100 ($4/h, the scenario's price) and h200
+    ($3/h by --price), alone and mixed; h200 is written "H200" in --gpu and --price."""
+    return plan(
         fleet(0.25, 10.0),
         rate=10.0,
         slos=["ttft_p99=0.3"],
-        gpus=["H200"],
+        gpus=["h100", "H200"],
         prices={"H200": 3.0},
-        seeds=2,
-        out=tmp_path,
-        workers=1,
-    )
-    assert result.options[["gpu", "usd_per_gpu_hour"]].values.tolist() == [["h200", 3.0]]
-
-
-def test_mixes_of_two_gpu_types_need_what_arithmetic_requires_and_rank_by_cost(tmp_path):
-    """D/D/c at 10 req/s and 0.25 s per request needs 3 servers of either type; the mixes
-    1 + 2 and 2 + 1 need 3 too. At $4/h (h100) and $3/h (h200): 9 < 10 < 11 < 12 $/h."""
-    result = plan(
-        fleet(0.25, 10.0),
-        rate=10.0,
-        slos=["ttft_p99=0.3"],
-        gpus=["h100", "h200"],
-        prices={"h200": 3.0},
         mix=True,
         seeds=2,
-        out=tmp_path,
+        out=tmp_path_factory.mktemp("plan"),
         workers=1,
     )
+
+
+def test_gpu_names_of_plan_options_and_prices_are_case_insensitive(h100_and_h200_plan):
+    options = h100_and_h200_plan.options
+    alone = options[options["mix"] == ""]
+    assert alone[["gpu", "usd_per_gpu_hour"]].values.tolist() == [["h200", 3.0], ["h100", 4.0]]
+    assert set(options["gpu"]) == {"h100", "h200", "h100+h200"}
+
+
+def test_mixes_of_two_gpu_types_need_what_arithmetic_requires_and_rank_by_cost(h100_and_h200_plan):
+    """D/D/c at 10 req/s and 0.25 s per request needs 3 servers of either type; the mixes
+    1 + 2 and 2 + 1 need 3 too. At $4/h (h100) and $3/h (h200): 9 < 10 < 11 < 12 $/h."""
+    result = h100_and_h200_plan
     options = result.options
     assert options["gpu"].tolist() == ["h200", "h100+h200", "h100+h200", "h100"]
     assert options["mix"].tolist() == ["", "1 h100 + 2 h200", "2 h100 + 1 h200", ""]
