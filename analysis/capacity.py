@@ -36,12 +36,12 @@ def replica_capacity(data: RunData, window: Window, pool: PoolSpec) -> Capacity 
 def pool_capacities(data: RunData, window: Window) -> dict[str, float]:
     """One replica's capacity (requests/s) of each pool, by pool name (NaN: unknown; always for
     a prefill or decode pool, whose replicas complete no request alone). Computed once per run
-    and window: `data.capacities` keeps it."""
-    if window not in data.capacities:
-        data.capacities[window] = {
-            pool.name: _requests_per_s(data, window, pool) for pool in data.spec.pools
-        }
-    return dict(data.capacities[window])
+    and window."""
+    capacities = data.derived(
+        ("pool_capacities", window),
+        lambda: {pool.name: _requests_per_s(data, window, pool) for pool in data.spec.pools},
+    )
+    return dict(capacities)
 
 
 def _requests_per_s(data: RunData, window: Window, pool: PoolSpec) -> float:

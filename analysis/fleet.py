@@ -26,7 +26,12 @@ UP_FOR_SERVING = ("serving", "background", "draining")  # capacity: takes or fin
 
 def state_intervals(data: RunData) -> pd.DataFrame:
     """One row per stretch of a replica in one state: replica, pool, state, start_s, end_s
-    (clipped to the run), what started it and what ended it (``end``: the run did)."""
+    (clipped to the run), what started it and what ended it (``end``: the run did). Computed
+    once per run; shared, not to be modified."""
+    return data.derived("state_intervals", lambda: _state_intervals(data))
+
+
+def _state_intervals(data: RunData) -> pd.DataFrame:
     assert data.fleet is not None
     f = data.fleet.sort_values("replica", kind="stable")  # rows are in time order
     same = f["replica"].to_numpy()[1:] == f["replica"].to_numpy()[:-1]
@@ -49,7 +54,11 @@ def state_intervals(data: RunData) -> pd.DataFrame:
 
 def seconds_by_state(data: RunData, span: Window | None = None) -> pd.DataFrame:
     """Seconds each replica spent in each provisioned state (rows: replica; columns: state),
-    inside `span` if given."""
+    inside `span` if given. Computed once per run and span; shared, not to be modified."""
+    return data.derived(("seconds_by_state", span), lambda: _seconds_by_state(data, span))
+
+
+def _seconds_by_state(data: RunData, span: Window | None) -> pd.DataFrame:
     iv = state_intervals(data)
     iv = iv[iv["state"].isin(PROVISIONED)]
     start, end = iv["start_s"].to_numpy(), iv["end_s"].to_numpy()

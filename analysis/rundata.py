@@ -10,9 +10,11 @@ files or price table.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from sim.scenario import Scenario
 RUN_FILES = ("requests.parquet", "steps.parquet", "scenario.json", "run.json")
 REJECTIONS_FILE = "rejections.parquet"  # written only when a request was rejected
 FLEET_FILE = "fleet.parquet"  # written by every run since fleets change over time
+T = TypeVar("T")
 
 
 def no_rejections() -> pd.DataFrame:
@@ -61,11 +64,7 @@ class RunData:
     run: dict
     rejections: pd.DataFrame = field(default_factory=no_rejections)
     fleet: pd.DataFrame | None = None
-    # one replica's capacity of each pool, by measurement window: analysis.capacity computes
-    # it once per window (it samples a thousand batches per pool) for the summary and curves
-    capacities: dict[object, dict[str, float]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
+    _derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fleet is None:
@@ -74,6 +73,14 @@ class RunData:
     @property
     def scenario(self) -> Scenario:
         return self.spec.scenario
+
+    def derived(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()`, computed once per run and `key` and shared by every later call (do not
+        modify it): for what the summary and the curves derive many times over, such as the
+        capacity (a thousand sampled batches per pool) and the fleet's state intervals."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     @cached_property
     def replica_pool(self) -> list[PoolSpec]:
