@@ -102,7 +102,8 @@ def warn_if_saturated(summary: dict) -> None:
         f"saturated: {sat['offered_per_s']:.1f} req/s offered{times}, "
         f"{sat['departures_per_s']:.1f} req/s served; the backlog grew by "
         f"{sat['backlog_growth']:.0f} requests over the measurement window and held "
-        f"{sat['backlog_end']} at its end; latency and margin describe an overloaded fleet",
+        f"{sat['backlog_end']} at its end (warm-up arrivals included); latency and margin "
+        "describe an overloaded fleet",
         SimWarning,
         stacklevel=2,
     )
