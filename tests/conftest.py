@@ -38,6 +38,23 @@ BASE = {
 }
 
 
+def regular_workload(rate: float, name: str, output_tokens: int) -> dict:
+    """A [workload] of nearly regular arrivals (gamma, cv 0.01) at `rate` req/s, each request
+    100 prompt tokens and `output_tokens` output tokens: a D/D/c queue of the service times."""
+    return {
+        "arrival": "gamma",
+        "rate": rate,
+        "cv": 0.01,
+        "classes": [
+            {
+                "name": name,
+                "prompt_tokens": {"dist": "fixed", "value": 100},
+                "output_tokens": {"dist": "fixed", "value": output_tokens},
+            }
+        ],
+    }
+
+
 def scenario(*overrides: str, base: dict | None = None) -> Scenario:
     """The base test scenario with ``section.field=value`` overrides."""
     return scenario_from_dict(copy.deepcopy(base or BASE), "test", list(overrides))

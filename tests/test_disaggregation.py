@@ -23,7 +23,7 @@ from sim.scenario import load_scenario, scenario_from_dict
 from sim.study.disaggregate import colocated_source
 from sim.study.plan import plan
 from sim.study.sweep import scenario_source
-from tests.conftest import BASE, ROOT
+from tests.conftest import BASE, ROOT, regular_workload
 
 SHIPPED = ROOT / "scenarios" / "disaggregated_llama3-70b.toml"
 # Llama-3-8B: K and V x 32 layers x 8 KV heads x 128 values x 2 bytes (bf16) per token
@@ -579,18 +579,7 @@ def stepped(rate: float) -> dict:
     for pool, mean_s in zip(data["fleet"]["pools"], (0.25, 0.15), strict=True):
         pool["perf"] = {"kind": "service_time", "distribution": "deterministic", "mean_s": mean_s}
     data["fleet"]["interconnect"] = {"bandwidth_gb_s": math.inf, "latency_s": 0.0}
-    data["workload"] = {
-        "arrival": "gamma",
-        "rate": rate,
-        "cv": 0.01,
-        "classes": [
-            {
-                "name": "two-steps",
-                "prompt_tokens": {"dist": "fixed", "value": 100},
-                "output_tokens": {"dist": "fixed", "value": 2},
-            }
-        ],
-    }
+    data["workload"] = regular_workload(rate, "two-steps", output_tokens=2)
     return data
 
 

@@ -28,7 +28,7 @@ from sim.study.plan import (
     parse_slo,
     plan,
 )
-from tests.conftest import BASE
+from tests.conftest import BASE, regular_workload
 
 
 def fleet(service_s: float, rate: float, replicas: int = 1) -> dict:
@@ -38,18 +38,7 @@ def fleet(service_s: float, rate: float, replicas: int = 1) -> dict:
     data["perf"] = {"kind": "service_time", "distribution": "deterministic", "mean_s": service_s}
     data["batcher"] = {"max_num_seqs": 1}
     data["fleet"] = {"gpu": "h100", "replicas": replicas}
-    data["workload"] = {
-        "arrival": "gamma",
-        "rate": rate,
-        "cv": 0.01,
-        "classes": [
-            {
-                "name": "one-step",
-                "prompt_tokens": {"dist": "fixed", "value": 100},
-                "output_tokens": {"dist": "fixed", "value": 1},
-            }
-        ],
-    }
+    data["workload"] = regular_workload(rate, "one-step", output_tokens=1)
     return data
 
 
