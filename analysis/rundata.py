@@ -64,7 +64,9 @@ class RunData:
     run: dict
     rejections: pd.DataFrame = field(default_factory=no_rejections)
     fleet: pd.DataFrame | None = None
-    _derived: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False)
+    _derived: dict[Hashable, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.fleet is None:
